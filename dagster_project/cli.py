@@ -1,0 +1,157 @@
+"""`unlearn`: the command-line face of the pipeline (same core functions as the Dagster assets).
+
+    unlearn status --json            registry state: models, versions, aliases, metrics, DVC md5s
+    unlearn summary                  the demo's closing table (metrics, registry, DVC hashes, stage timings)
+    unlearn stage target_model       run one pipeline stage against params.yaml (what dvc.yaml calls)
+    unlearn dvc-yaml [--check]       regenerate dvc.yaml from the Dagster asset graph
+    unlearn methods                  list the registered unlearning methods
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from dagster_project.core.data.io import read_json
+from dagster_project.core.layout import DEFAULT_PARAMS, Layout, load_params
+
+
+def _layout(args: argparse.Namespace) -> tuple[Layout, dict]:
+    root = Path(args.root).resolve()
+    params = load_params(root, args.params)
+    return Layout.from_params(root, params), params
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    from dagster_project.core.stages import run_stage
+
+    layout, params = _layout(args)
+    result = run_stage(args.name, layout, params)
+    scalars = {k: v for k, v in result.items() if isinstance(v, (int, float, str, bool))}
+    print(json.dumps({"stage": args.name, **scalars}, indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from dagster_project.core.tracking.mlflow_registry import registry_status
+
+    state = registry_status(Path(args.root).resolve())
+    if args.json:
+        print(json.dumps(state, indent=2, sort_keys=True))
+        return 0
+    print(f"tracking: {state['tracking_uri']}")
+    if not state["models"]:
+        print("no registered models yet (run `make demo`)")
+    for model in state["models"]:
+        print(f"\n{model['name']}  aliases: {model['aliases'] or '-'}")
+        for v in model["versions"]:
+            fq, mu = v["metrics"].get("forget_quality"), v["metrics"].get("model_utility")
+            print(f"  v{v['version']:<3} {','.join(v['aliases']) or '-':<20} request={v['request_id']}  "
+                  f"forget_quality={fq if fq is None else f'{fq:.3g}'}  model_utility={mu if mu is None else f'{mu:.3g}'}")
+    return 0
+
+
+def _stage_timings(dagster_home: str | None) -> list[tuple[str, float]]:
+    """Per-step wall time of the latest Dagster run, from the Dagster instance's own records."""
+    if not dagster_home:
+        return []
+    from dagster import DagsterInstance
+
+    with DagsterInstance.get() as instance:
+        runs = instance.get_runs(limit=1)
+        if not runs:
+            return []
+        stats = instance.get_run_step_stats(runs[0].run_id)
+    return [(s.step_key, (s.end_time or s.start_time) - s.start_time) for s in stats if s.start_time]
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    layout, _params = _layout(args)
+    report_path, record_path = layout.eval_dir / "report.json", layout.registry_record
+    if not report_path.exists() or not record_path.exists():
+        print(f"no finished run for request {layout.request_id!r} (missing {report_path.name} or registry record); "
+              "run `make demo` first", file=sys.stderr)
+        return 1
+    report, record = read_json(report_path), read_json(record_path)
+    rows = ("forget_quality", "model_utility", "forget_rouge", "forget_fact_accuracy", "forget_prob",
+            "retain_rouge", "retain_fact_accuracy", "world_rouge")
+    models = list(report["models"])
+    print(f"\nRequest {layout.request_id}: " + ", ".join(f"{k} {v}" for k, v in report["counts"].items()) + " eval items")
+    print(f"{'metric':<22}" + "".join(f"{m:>12}" for m in models))
+    for key in rows:
+        print(f"{key:<22}" + "".join(f"{report['models'][m]['metrics'][key]:>12.4g}" for m in models))
+    print(f"\nRegistered: {record['name']} version {record['version']} alias '{record['alias']}' "
+          f"(run {record['run_id'][:12]}, {record['tracking_uri']})")
+    print("DVC md5:")
+    for stage, md5 in record["dvc_md5"].items():
+        print(f"  {stage:<20} {md5}")
+    timings = _stage_timings(os.environ.get("DAGSTER_HOME"))
+    if timings:
+        print("Stage timings (latest Dagster run):")
+        for step, seconds in timings:
+            print(f"  {step:<34} {seconds:7.1f} s")
+        print(f"  {'total':<34} {sum(s for _, s in timings):7.1f} s")
+    print(f"Plot: {layout.rel(layout.eval_dir / 'metrics.png')}")
+    return 0
+
+
+def cmd_dvc_yaml(args: argparse.Namespace) -> int:
+    from dagster_project.dvc_yaml import write_or_check
+
+    layout, _params = _layout(args)
+    fresh = write_or_check(layout, check=args.check)
+    if args.check and not fresh:
+        print("dvc.yaml is stale: run `unlearn dvc-yaml` and commit the result", file=sys.stderr)
+        return 1
+    print("dvc.yaml is up to date" if args.check else f"wrote {layout.root / 'dvc.yaml'}")
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from dagster_project.core.methods.registry import available_methods, get_method
+
+    for name in available_methods():
+        spec = get_method(name)
+        print(f"{name}: {(spec.method_cls.__doc__ or '').strip().splitlines()[0]}")
+        for f in dataclasses.fields(spec.config_cls):
+            print(f"  {f.name:<15} default {f.default!r:<10} {f.metadata.get('help', '')}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="unlearn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", default=os.environ.get("UNLEARN_ROOT", "."), help="repo root (artifact store, DVC, MLflow)")
+    parser.add_argument("--params", default=DEFAULT_PARAMS, help="params file relative to the root (default params.yaml)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    stage = sub.add_parser("stage", help="run one pipeline stage (as dvc.yaml does)")
+    from dagster_project.core.stages import STAGES
+
+    stage.add_argument("name", choices=list(STAGES), help="stage (= Dagster asset) name")
+    stage.set_defaults(func=cmd_stage)
+    status = sub.add_parser("status", help="registered models, versions, aliases, metrics and DVC md5s")
+    status.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    status.set_defaults(func=cmd_status)
+    sub.add_parser("summary", help="closing table of the latest run for the request in params.yaml").set_defaults(func=cmd_summary)
+    dvc_yaml = sub.add_parser("dvc-yaml", help="generate dvc.yaml from the Dagster asset graph")
+    dvc_yaml.add_argument("--check", action="store_true", help="only check that dvc.yaml is up to date")
+    dvc_yaml.set_defaults(func=cmd_dvc_yaml)
+    sub.add_parser("methods", help="list unlearning methods and their hyper-parameters").set_defaults(func=cmd_methods)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, KeyError, FileNotFoundError) as error:
+        print(f"unlearn: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,304 @@
+"""Forget requests: a small JSON or YAML file under the requests directory (``data/requests/``).
+
+Example (YAML)::
+
+    id: demo-forget10
+    description: "Right-to-be-forgotten request #42"
+    subjects: ["Velmora Quintrell"]     # or: split: forget10 (exactly one of the two)
+    method: graddiff
+    mode: lora                          # lora | full
+    hyperparameters: {steps: 100, lr: 1e-4}
+
+Subject names are personal data: this module never logs them, and its error messages name the
+offending *field* (``subjects.2``) and the problem, never the value that was written there.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import math
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from dagster_project.core.data.schema import FORGET_SPLITS
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 64 * 1024
+REQUEST_SUFFIXES: tuple[str, ...] = (".json", ".yaml", ".yml")
+DEFAULT_REQUESTS_DIR = Path("data/requests")
+
+ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+METHOD_PATTERN = r"^[a-z0-9_]+$"
+HYPERPARAMETER_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+MAX_SUBJECTS = 200
+MAX_SUBJECT_CHARS = 100
+MAX_DESCRIPTION_CHARS = 500
+MAX_HYPERPARAMETERS = 100
+MAX_HYPERPARAMETER_STR_CHARS = 1000
+
+ForgetSplit = Literal["forget01", "forget05", "forget10"]
+assert set(ForgetSplit.__args__) == set(FORGET_SPLITS), "ForgetSplit must list schema.FORGET_SPLITS"  # type: ignore[attr-defined]
+
+
+class RequestError(ValueError):
+    """A forget request is unreadable or invalid. The message names the field and the problem."""
+
+
+def normalise_name(name: str) -> str:
+    """Case- and whitespace-insensitive key for person names (shared with ``datasets``)."""
+    return " ".join(name.split()).casefold()
+
+
+def _check_hyperparameter(value: Any) -> Any:
+    # bool is a subclass of int: accept it as itself. Anything else (list, dict, None) is refused
+    # with one message instead of pydantic's one-error-per-union-member.
+    if isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("expected a finite number, got nan/inf")
+        return value
+    if isinstance(value, str):
+        if len(value) > MAX_HYPERPARAMETER_STR_CHARS:
+            raise ValueError(f"expected a string of at most {MAX_HYPERPARAMETER_STR_CHARS} characters")
+        return value
+    raise ValueError(f"expected int, float, bool or str, got {_type_name(value)}")
+
+
+HyperparameterValue = Annotated[int | float | bool | str, PlainValidator(_check_hyperparameter)]
+HyperparameterKey = Annotated[str, StringConstraints(pattern=HYPERPARAMETER_KEY_PATTERN)]
+SubjectName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_SUBJECT_CHARS)]
+
+
+class ForgetRequest(BaseModel):
+    """One validated forget request. Exactly one of ``subjects`` / ``split`` is set."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+    description: Annotated[str, StringConstraints(max_length=MAX_DESCRIPTION_CHARS)] | None = None
+    subjects: Annotated[list[SubjectName], Field(min_length=1, max_length=MAX_SUBJECTS)] | None = None
+    split: ForgetSplit | None = None
+    method: Annotated[str, StringConstraints(pattern=METHOD_PATTERN, max_length=64)]
+    mode: Literal["lora", "full"] = "lora"
+    hyperparameters: Annotated[dict[HyperparameterKey, HyperparameterValue], Field(max_length=MAX_HYPERPARAMETERS)] = (
+        Field(default_factory=dict)
+    )
+
+    @field_validator("subjects")
+    @classmethod
+    def _subjects_unique(cls, subjects: list[str] | None) -> list[str] | None:
+        if subjects is None:
+            return None
+        first_seen: dict[str, int] = {}
+        for index, name in enumerate(subjects):
+            key = normalise_name(name)
+            if key in first_seen:
+                # The location is baked into the message: a field validator's errors sit at 'subjects'.
+                raise ValueError(f"subjects.{index} duplicates subjects.{first_seen[key]} (names compare case- and space-insensitively)")
+            first_seen[key] = index
+        return subjects
+
+    @model_validator(mode="after")
+    def _exactly_one_target(self) -> "ForgetRequest":
+        if self.subjects is not None and self.split is not None:
+            raise ValueError("exactly one of 'subjects' or 'split' is required, got both")
+        if self.subjects is None and self.split is None:
+            raise ValueError("exactly one of 'subjects' or 'split' is required, got neither")
+        return self
+
+
+def request_to_dict(req: ForgetRequest) -> dict[str, Any]:
+    """A stable, JSON-able dict of the request (fixed key order, hyperparameters sorted)."""
+    return {
+        "id": req.id,
+        "description": req.description,
+        "subjects": list(req.subjects) if req.subjects is not None else None,
+        "split": req.split,
+        "method": req.method,
+        "mode": req.mode,
+        "hyperparameters": {key: req.hyperparameters[key] for key in sorted(req.hyperparameters)},
+    }
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+def load_request(path: Path, requests_dir: Path = DEFAULT_REQUESTS_DIR) -> ForgetRequest:
+    """Read, parse and validate one forget request; every failure is a :class:`RequestError`.
+
+    A relative ``path`` is looked up under ``requests_dir`` first, then the working directory;
+    either way the file it resolves to (after ``..`` and symlinks) must lie inside ``requests_dir``.
+    """
+    path = Path(path)
+    label = f"request {path.name or str(path)}"
+    requests_root = Path(requests_dir).resolve()
+    if not requests_root.is_dir():
+        raise RequestError(f"{label}: requests directory {requests_dir} does not exist")
+
+    target = _locate(path, Path(requests_dir)).resolve()
+    if not target.is_relative_to(requests_root):
+        raise RequestError(
+            f"{label}: path resolves outside the requests directory {requests_dir} "
+            "('..' components and symlinks must stay inside it)"
+        )
+    if target.suffix.lower() not in REQUEST_SUFFIXES:
+        raise RequestError(f"{label}: extension must be one of {', '.join(REQUEST_SUFFIXES)}, got {target.suffix or 'none'!r}")
+    if not target.exists():
+        raise RequestError(f"{label}: file not found in {requests_dir}")
+    if not target.is_file():
+        raise RequestError(f"{label}: not a regular file")
+    size = target.stat().st_size
+    if size > MAX_REQUEST_BYTES:
+        raise RequestError(f"{label}: file is {size} bytes, the limit is {MAX_REQUEST_BYTES}")
+    with target.open("rb") as handle:
+        raw = handle.read(MAX_REQUEST_BYTES + 1)
+    if len(raw) > MAX_REQUEST_BYTES:  # grew between stat and read
+        raise RequestError(f"{label}: file is larger than the limit of {MAX_REQUEST_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RequestError(f"{label}: not valid UTF-8 (byte {exc.start})") from None
+
+    data = _parse_json(text, label) if target.suffix.lower() == ".json" else _parse_yaml(text, label)
+    if not isinstance(data, dict):
+        raise RequestError(f"{label}: top level must be a mapping of fields, got {_type_name(data)}")
+    try:
+        request = ForgetRequest.model_validate(data)
+    except ValidationError as exc:
+        raise RequestError(_format_validation_error(label, exc)) from None
+    log.debug(
+        "loaded forget request id=%s method=%s mode=%s target=%s",
+        request.id,
+        request.method,
+        request.mode,
+        f"split {request.split}" if request.split else f"{len(request.subjects or [])} subjects",
+    )
+    return request
+
+
+def _locate(path: Path, requests_dir: Path) -> Path:
+    if path.is_absolute():
+        return path
+    for candidate in (requests_dir / path, path):
+        if candidate.exists() or candidate.is_symlink():
+            return candidate
+    return requests_dir / path
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {dict: "mapping", list: "list", str: "string", bool: "bool", int: "int", float: "float"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _parse_json(text: str, label: str) -> Any:
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:
+                raise RequestError(f"{label}: field '{key}' is given twice")
+            out[key] = value
+        return out
+
+    try:
+        return json.loads(text, object_pairs_hook=no_duplicates)
+    except json.JSONDecodeError as exc:
+        # exc.msg never quotes the document, unlike some parsers' messages
+        raise RequestError(f"{label}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+
+
+class _RequestYamlLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` plus two fixes: YAML 1.2 floats and duplicate-key detection.
+
+    PyYAML follows YAML 1.1, where ``1e-5`` (no dot) is a *string*; a learning rate written that
+    way would then fail the method's typed config. Duplicate keys would otherwise silently keep the
+    last value.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:  # unhashable key: let SafeLoader raise its own error
+                break
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"field '{key}' is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_RequestYamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def _parse_yaml(text: str, label: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_RequestYamlLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        # str(exc) would quote the offending source line, which may hold a subject's name.
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = exc.problem or exc.context or "parse error"
+        raise RequestError(f"{label}: malformed YAML{where}: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise RequestError(f"{label}: malformed YAML ({type(exc).__name__})") from None
+
+
+_ALLOWED_FIELDS = tuple(ForgetRequest.model_fields)
+
+
+def _format_validation_error(label: str, exc: ValidationError) -> str:
+    problems: list[str] = []
+    for err in exc.errors(include_url=False, include_input=True):
+        parts = [str(part) for part in err["loc"]]
+        kind = err["type"]
+        msg = err["msg"]
+        if parts and parts[-1] == "[key]":  # a bad mapping key, e.g. hyperparameters.{key}
+            parts.pop()
+            msg = f"invalid key: {msg}"
+        loc = ".".join(parts)
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        if kind == "extra_forbidden":
+            close = difflib.get_close_matches(str(err["loc"][-1]), _ALLOWED_FIELDS, n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'?" if close else f"allowed fields: {', '.join(_ALLOWED_FIELDS)}"
+            msg = f"unknown field; {hint}"
+        elif kind == "missing":
+            msg = "required field is missing"
+        elif kind.endswith("_type") or kind in {"string_type", "list_type", "dict_type"}:
+            msg = f"{msg} (got {_type_name(err.get('input'))})"
+        problems.append(f"field '{loc}': {msg}" if loc else msg)
+    return f"{label}: " + "; ".join(problems)

@@ -1,0 +1,37 @@
+"""The record shapes every dataset of the pipeline uses (one dict per JSON line).
+
+QA record (people facts and world facts alike)::
+
+    id                   unique, e.g. "p007-birthplace" or "w012-capital"
+    person_id            "p007" for people, "world" for world facts
+    subject              the person's full name, or the world-fact topic
+    attribute            e.g. "birthplace"
+    value                the true attribute value as it appears in the answer, e.g. "Brightholm"
+    question             the held-out evaluation phrasing (never trained on)
+    train_questions      >= 2 training phrasings of the same question
+    answer               canonical answer sentence (contains ``value``)
+    paraphrased_answer   same fact, different sentence (contains ``value``)
+    perturbed_answers    >= 3 sentences in the paraphrase's style with a wrong value each
+    perturbed_values     the wrong values used in ``perturbed_answers``
+
+Splits (``splits.json``): person-id lists ``forget01`` ⊂ ``forget05`` ⊂ ``forget10``,
+``retain`` (trained people outside forget10), ``holdout`` (people the models never see).
+"""
+
+from __future__ import annotations
+
+QA_FIELDS: tuple[str, ...] = (
+    "id",
+    "person_id",
+    "subject",
+    "attribute",
+    "value",
+    "question",
+    "train_questions",
+    "answer",
+    "paraphrased_answer",
+    "perturbed_answers",
+    "perturbed_values",
+)
+WORLD_PERSON_ID = "world"
+FORGET_SPLITS: tuple[str, ...] = ("forget01", "forget05", "forget10")

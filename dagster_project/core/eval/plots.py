@@ -1,0 +1,42 @@
+"""Pictures a reviewer would rather look at than read: metric bars and forget truth-ratio distributions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: no display on CI or servers
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+BAR_METRICS = ("forget_rouge", "forget_fact_accuracy", "forget_prob", "retain_rouge", "retain_prob", "world_rouge",
+               "model_utility")
+
+
+def plot_report(report: dict, out_path: Path) -> Path:
+    models = list(report["models"])
+    fig, (bars, cdf) = plt.subplots(1, 2, figsize=(13, 4.2))
+    width = 0.8 / len(models)
+    x = np.arange(len(BAR_METRICS))
+    for i, model in enumerate(models):
+        values = [report["models"][model]["metrics"][k] for k in BAR_METRICS]
+        bars.bar(x + i * width, values, width, label=model)
+    bars.set_xticks(x + width * (len(models) - 1) / 2, [k.replace("_", "\n", 1) for k in BAR_METRICS], fontsize=8)
+    bars.set_ylim(0, 1.05)
+    bars.set_title("Metrics per model (forget ↓ after unlearning, retain/world ↔)")
+    bars.legend(fontsize=8)
+    for model in models:
+        tr = np.sort(np.asarray(report["models"][model]["forget_truth_ratios"]))
+        fq = report["models"][model]["metrics"]["forget_quality"]
+        cdf.step(tr, np.arange(1, len(tr) + 1) / len(tr), where="post", label=f"{model} (FQ={fq:.2g})")
+    cdf.set_xscale("log")
+    cdf.set_xlabel("truth ratio on forget items (log)")
+    cdf.set_ylabel("cumulative share")
+    cdf.set_title("Forget truth ratios: closer to the retain model = better forget quality")
+    cdf.legend(fontsize=8)
+    fig.tight_layout()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return out_path

@@ -1,0 +1,94 @@
+"""Where every artifact lives, and the run parameters (`params.yaml`).
+
+One place decides paths, so the Dagster assets, the `unlearn stage` CLI and the generated
+`dvc.yaml` can never disagree about them. Request-scoped artifacts are keyed by the request id,
+which must equal the request file's stem (so paths are known before the file is parsed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_PARAMS = "params.yaml"
+
+
+def load_params(root: Path, params_file: str = DEFAULT_PARAMS) -> dict[str, Any]:
+    path = (root / params_file).resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"params file not found: {path} (expected a YAML mapping like the repo's params.yaml)")
+    params = yaml.safe_load(path.read_text()) or {}
+    missing = [k for k in ("request", "requests_dir", "corpus", "tokenizer", "model", "train", "unlearn", "eval", "registry")
+               if k not in params]
+    if missing:
+        raise ValueError(f"{path}: missing top-level key(s) {', '.join(missing)}")
+    return params
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+    request_file: str  # relative to root, e.g. data/requests/demo-forget10.yaml
+
+    @classmethod
+    def from_params(cls, root: Path, params: dict[str, Any]) -> "Layout":
+        return cls(root=root.resolve(), request_file=str(params["request"]))
+
+    @property
+    def request_id(self) -> str:
+        return Path(self.request_file).stem
+
+    @property
+    def assets(self) -> Path:
+        return self.root / "assets"
+
+    @property
+    def corpus_dir(self) -> Path:
+        return self.assets / "corpus"
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.assets / "tokenizer"
+
+    @property
+    def target_model_dir(self) -> Path:
+        return self.assets / "models" / "target"
+
+    @property
+    def request_json(self) -> Path:
+        return self.assets / "requests" / f"{self.request_id}.json"
+
+    @property
+    def forget_set(self) -> Path:
+        return self.assets / "datasets" / self.request_id / "forget.jsonl"
+
+    @property
+    def retain_set(self) -> Path:
+        return self.assets / "datasets" / self.request_id / "retain.jsonl"
+
+    @property
+    def retain_model_dir(self) -> Path:
+        return self.assets / "models" / f"retain-{self.request_id}"
+
+    @property
+    def unlearned_dir(self) -> Path:
+        return self.assets / "unlearned" / self.request_id
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.assets / "evaluation" / self.request_id
+
+    @property
+    def registry_record(self) -> Path:
+        return self.assets / "registry" / f"{self.request_id}.json"
+
+    @property
+    def cache_dir(self) -> Path:
+        """Working cache (git- and DVC-ignored): evaluation scores keyed by content hash."""
+        return self.root / ".cache"
+
+    def rel(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()

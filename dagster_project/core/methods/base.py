@@ -1,0 +1,84 @@
+"""What every unlearning method shares: the typed config and the loss interface.
+
+A method file subclasses `MethodConfig` (adding only its own knobs) and `UnlearningMethod`
+(overriding only `loss`), then calls `register_method`. The training loop lives in
+`runner.py`, so a method file shows just what is new about it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import torch
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    steps: int = field(default=150, metadata={"help": "optimiser steps (each sees one forget and one retain batch)"})
+    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate; LoRA needs ~10x the full-model rate"})
+    batch_size: int = field(default=16, metadata={"help": "forget and retain examples per micro-batch, each"})
+    grad_accum: int = field(default=1, metadata={"help": "micro-batches accumulated per optimiser step"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
+    warmup_ratio: float = field(default=0.1, metadata={"help": "linear warm-up share of the steps"})
+    seed: int = field(default=0, metadata={"help": "seeds batch sampling and LoRA initialisation"})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank (mode=lora)"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator (mode=lora)"})
+    diverge_nll: float = field(
+        default=25.0, metadata={"help": "stop early once the forget NLL exceeds this: ascent has diverged"}
+    )
+
+    def __post_init__(self) -> None:
+        positive = {"steps": self.steps, "lr": self.lr, "batch_size": self.batch_size, "grad_accum": self.grad_accum,
+                    "max_grad_norm": self.max_grad_norm, "lora_r": self.lora_r, "lora_alpha": self.lora_alpha}
+        for name, value in positive.items():
+            if value <= 0:
+                raise ValueError(f"hyperparameters.{name}: must be > 0, got {value}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"hyperparameters.warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
+
+    @classmethod
+    def from_hyperparameters(cls, hyperparameters: dict[str, Any]) -> "MethodConfig":
+        """Build the config from a request's `hyperparameters`, naming any unknown or mistyped key."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(hyperparameters) - set(fields))
+        if unknown:
+            raise ValueError(f"hyperparameters.{unknown[0]}: unknown for {cls.__name__}; allowed: {', '.join(sorted(fields))}")
+        values: dict[str, Any] = {}
+        for name, value in hyperparameters.items():
+            expected = type(fields[name].default)
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+                raise ValueError(f"hyperparameters.{name}: expected {expected.__name__}, got {value!r}")
+            values[name] = value
+        return cls(**values)
+
+
+class UnlearningMethod:
+    """Base class: holds the config; subclasses implement `loss`."""
+
+    def __init__(self, config: MethodConfig) -> None:
+        self.config = config
+
+    def loss(
+        self, model: torch.nn.Module, forget: dict[str, torch.Tensor], retain: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Return the loss to minimise and scalar logs (must include 'forget_nll')."""
+        raise NotImplementedError
+
+
+@contextmanager
+def reference_weights(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """θ₀ without a second copy: on a peft model, the same network with its adapter disabled.
+
+    Full-parameter runs keep a frozen copy on the model as `_unlearn_reference` (set by the runner).
+    """
+    if hasattr(model, "disable_adapter"):
+        with model.disable_adapter(), torch.no_grad():
+            yield model
+    else:
+        with torch.no_grad():
+            yield model._unlearn_reference  # type: ignore[attr-defined]

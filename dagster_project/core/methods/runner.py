@@ -1,0 +1,142 @@
+"""The one training loop every unlearning method runs in (LoRA or full weights, CPU or CUDA).
+
+    unlearn stage unlearned_adapter
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+from dagster_project.core.methods.base import MethodConfig
+from dagster_project.core.methods.registry import get_method
+from dagster_project.core.model.text import collate_pairs
+from dagster_project.core.model.tiny_llama import cosine_lr
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+MODES = ("lora", "full")
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def training_pairs(records: Sequence[dict]) -> list[tuple[str, str]]:
+    """(question, answer) pairs in the phrasings the model was trained on; evaluation keeps the held-out one."""
+    return [(q, r["answer"]) for r in records for q in r["train_questions"]]
+
+
+class BatchSampler:
+    """Endless seeded reshuffling sampler over a list of QA pairs."""
+
+    def __init__(self, pairs: list[tuple[str, str]], batch_size: int, seed: int) -> None:
+        if not pairs:
+            raise ValueError("cannot sample batches from an empty dataset")
+        self.pairs, self.batch_size, self.rng = pairs, batch_size, random.Random(seed)
+        self.order: list[int] = []
+
+    def next(self) -> list[tuple[str, str]]:
+        batch = []
+        while len(batch) < self.batch_size:
+            if not self.order:
+                self.order = list(range(len(self.pairs)))
+                self.rng.shuffle(self.order)
+            batch.append(self.pairs[self.order.pop()])
+        return batch
+
+
+def prepare_model(model_dir: Path, mode: str, config: MethodConfig, device: torch.device) -> torch.nn.Module:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    torch.manual_seed(config.seed)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device)
+    if mode == "lora":
+        lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0, target_modules=LORA_TARGETS)
+        return get_peft_model(model, lora)
+    reference = copy.deepcopy(model).eval().requires_grad_(False)
+    model._unlearn_reference = reference  # θ₀ for KL / NPO terms; LoRA gets it by disabling the adapter
+    return model
+
+
+def run_unlearning(
+    model_dir: Path,
+    tokenizer: PreTrainedTokenizerFast,
+    forget_records: Sequence[dict],
+    retain_records: Sequence[dict],
+    method_name: str,
+    mode: str,
+    hyperparameters: dict,
+    out_dir: Path,
+) -> dict:
+    """Unlearn `forget_records` from the model at `model_dir`; save an adapter (lora) or model (full)."""
+    spec = get_method(method_name)
+    config = spec.config_cls.from_hyperparameters(hyperparameters)
+    method = spec.method_cls(config)
+    device = pick_device()
+    model = prepare_model(model_dir, mode, config, device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=0.0)
+    warmup = max(1, int(config.warmup_ratio * config.steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: cosine_lr(s, config.steps, warmup))
+    forget = BatchSampler(training_pairs(forget_records), config.batch_size, config.seed)
+    retain = BatchSampler(training_pairs(retain_records), config.batch_size, config.seed + 1)
+
+    def to_batch(pairs: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
+        batch = collate_pairs(tokenizer, [q for q, _ in pairs], [a for _, a in pairs])
+        return {k: v.to(device) for k, v in batch.items()}
+
+    model.train()
+    started = time.perf_counter()
+    logs: dict[str, float] = {}
+    stopped_early = False
+    steps_done = 0
+    progress = tqdm(range(config.steps), desc=f"unlearn {method_name}/{mode}", unit="step", mininterval=2.0)
+    for _step in progress:
+        optimiser.zero_grad(set_to_none=True)
+        for _micro in range(config.grad_accum):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                loss, logs = method.loss(model, to_batch(forget.next()), to_batch(retain.next()))
+            (loss / config.grad_accum).backward()
+        torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
+        optimiser.step()
+        scheduler.step()
+        steps_done += 1
+        progress.set_postfix({k: f"{v:.3f}" for k, v in logs.items()}, refresh=False)
+        if not math.isfinite(logs["forget_nll"]) or logs["forget_nll"] > config.diverge_nll:
+            stopped_early = True
+            break
+    progress.close()
+    model.eval()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if mode == "full":
+        del model._unlearn_reference
+    model.save_pretrained(out_dir)
+    return {
+        "method": method_name,
+        "mode": mode,
+        "config": config.__dict__,
+        "steps_done": steps_done,
+        "stopped_early": stopped_early,
+        "final_logs": logs,
+        "trainable_parameters": sum(p.numel() for p in trainable),
+        "seconds": time.perf_counter() - started,
+        "device": device.type,
+    }
+
+
+def load_unlearned(model_dir: Path, unlearned_dir: Path, mode: str) -> torch.nn.Module:
+    """The unlearned model for evaluation: LoRA adapters are merged into θ₀ for plain-speed inference."""
+    if mode == "full":
+        return AutoModelForCausalLM.from_pretrained(unlearned_dir).eval()
+    base = AutoModelForCausalLM.from_pretrained(model_dir)
+    return PeftModel.from_pretrained(base, unlearned_dir).merge_and_unload().eval()

@@ -1,0 +1,169 @@
+"""The embedded default model: a byte-level BPE tokenizer and a tiny Llama trained on the corpus.
+
+    unlearn stage tokenizer && unlearn stage target_model
+
+No weights are downloaded: the tokenizer is trained on the corpus text with the `tokenizers`
+library and the model is a randomly initialised `LlamaForCausalLM` trained here, so the
+*target* (all people) and the *retain* model (all but the forgotten people) differ only in
+their training data.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tqdm.auto import tqdm
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from dagster_project.core.model.text import batch_nll, collate_pairs
+
+EOS_TOKEN = "<|endoftext|>"
+PAD_TOKEN = "<|pad|>"
+
+
+def train_tokenizer(texts: Sequence[str], vocab_size: int, out_dir: Path) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer on `texts` and save it as a transformers tokenizer."""
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[PAD_TOKEN, EOS_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(texts, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(out_dir)
+    return tokenizer
+
+
+def load_tokenizer(path: Path) -> PreTrainedTokenizerFast:
+    return PreTrainedTokenizerFast.from_pretrained(path)
+
+
+@dataclass(frozen=True)
+class TinyLlamaConfig:
+    hidden_size: int = 256  # 4 layers x 256 wide is ~3.5 M params: memorises 100 people in ~1 min on 2 cores
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 688
+    max_positions: int = 128  # QA sequences are ~25-40 tokens
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 6  # epochs actually run
+    schedule_epochs: int = 12  # cosine decay spans this many; stopping halfway keeps lr high enough to memorise
+    lr: float = 1e-3
+    batch_size: int = 32
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.epochs <= self.schedule_epochs:
+            raise ValueError(f"train.epochs must be in (0, schedule_epochs={self.schedule_epochs}], got {self.epochs}")
+        if self.lr <= 0 or self.batch_size < 1:
+            raise ValueError(f"train.lr must be > 0 and batch_size >= 1, got lr={self.lr}, batch_size={self.batch_size}")
+
+
+def build_model(tokenizer: PreTrainedTokenizerFast, config: TinyLlamaConfig, seed: int) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    llama_config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads,
+        num_key_value_heads=config.num_heads,
+        max_position_embeddings=config.max_positions,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return LlamaForCausalLM(llama_config)
+
+
+def cosine_lr(step: int, total_steps: int, warmup_steps: int) -> float:
+    """Learning-rate multiplier: linear warm-up, then cosine decay to 0 at `total_steps`."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def length_bucketed_batches(lengths: Sequence[int], batch_size: int, generator: torch.Generator) -> list[list[int]]:
+    """Shuffled batches of similar length: less padding, ~15 % faster on CPU, order still seeded.
+
+    Shuffle, sort each window of 8 batches by length, cut into batches, shuffle the batches.
+    """
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    window = batch_size * 8
+    batches = []
+    for start in range(0, len(order), window):
+        part = sorted(order[start : start + window], key=lambda i: lengths[i])
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+
+def train_model(
+    tokenizer: PreTrainedTokenizerFast,
+    examples: Sequence[tuple[str, str]],
+    model_config: TinyLlamaConfig,
+    train_config: TrainConfig,
+    out_dir: Path,
+    desc: str = "train",
+) -> dict[str, float]:
+    """Train a fresh tiny Llama on (question, answer) pairs with answer-only loss; save to `out_dir`."""
+    if not examples:
+        raise ValueError("train_model needs at least one (question, answer) example, got none")
+    model = build_model(tokenizer, model_config, train_config.seed)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
+    steps_per_epoch = math.ceil(len(examples) / train_config.batch_size)
+    total = steps_per_epoch * train_config.schedule_epochs
+    warmup = max(1, int(train_config.warmup_ratio * total))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: cosine_lr(s, total, warmup))
+    shuffler = torch.Generator().manual_seed(train_config.seed)
+    model.train()
+    started = time.perf_counter()
+    loss_value = float("nan")
+    progress = tqdm(total=steps_per_epoch * train_config.epochs, desc=desc, unit="step", mininterval=2.0)
+    lengths = [len(q) + len(a) for q, a in examples]
+    for _epoch in range(train_config.epochs):
+        for chunk_ids in length_bucketed_batches(lengths, train_config.batch_size, shuffler):
+            chunk = [examples[i] for i in chunk_ids]
+            batch = collate_pairs(tokenizer, [q for q, _ in chunk], [a for _, a in chunk])
+            loss = batch_nll(model, batch)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimiser.step()
+            scheduler.step()
+            loss_value = loss.item()
+            progress.update(1)
+            progress.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
+    progress.close()
+    model.eval()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return {
+        "final_loss": loss_value,
+        "train_seconds": time.perf_counter() - started,
+        "steps": steps_per_epoch * train_config.epochs,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "examples": len(examples),
+    }
+
+
+def config_dict(model_config: TinyLlamaConfig, train_config: TrainConfig) -> dict:
+    return {"model": asdict(model_config), "train": asdict(train_config)}

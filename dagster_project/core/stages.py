@@ -1,0 +1,241 @@
+"""One function per pipeline stage: the single code path of Dagster assets, `unlearn stage` and `dvc repro`.
+
+Each stage reads its inputs from the artifact store (`Layout`), writes its outputs there and returns
+metadata that is safe to publish: counts, hashes and metrics, never forget-set text.
+
+    unlearn stage <name>      # runs one stage against params.yaml, as dvc.yaml's cmd does
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dagster_project.core.data import corpus as corpus_lib
+from dagster_project.core.data.datasets import build_forget_set, build_retain_set, resolve_subjects
+from dagster_project.core.data.io import fingerprint, md5_file, read_json, read_jsonl, sha256_text, write_json, write_jsonl
+from dagster_project.core.data.request import ForgetRequest, load_request, request_to_dict
+from dagster_project.core.layout import Layout
+
+CODE_VERSION = "1"  # bump when a stage's output format changes, to invalidate content-hash caches
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[[Layout, dict[str, Any]], dict[str, Any]]
+    outs: Callable[[Layout], list[Path]]
+    params: tuple[str, ...] = ()  # params.yaml sections the stage reads (dvc.yaml `params:`)
+    inputs: Callable[[Layout], list[Path]] = lambda layout: []  # deps that no stage produces
+    cache: bool = True  # False: DVC hashes the output but keeps it out of the cache (small records)
+
+
+def _corpus(layout: Layout) -> corpus_lib.Corpus:
+    return corpus_lib.load_corpus(layout.corpus_dir)
+
+
+def _request(layout: Layout) -> ForgetRequest:
+    return ForgetRequest.model_validate(read_json(layout.request_json))
+
+
+def run_corpus(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
+    corpus = corpus_lib.generate_corpus(corpus_lib.CorpusConfig(**params["corpus"]))
+    counts = corpus_lib.write_corpus(corpus, layout.corpus_dir)
+    return {**counts, **{f"split_{k}": len(v) for k, v in corpus.splits.items()}}
+
+
+def run_forget_request(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
+    request = load_request(layout.root / layout.request_file, layout.root / params["requests_dir"])
+    if request.id != layout.request_id:
+        raise ValueError(f"request file {layout.request_file}: field 'id' is {request.id!r} but must equal the file name "
+                         f"stem {layout.request_id!r} (artifact paths are keyed by it)")
+    write_json(layout.request_json, request_to_dict(request))
+    subjects = request.subjects or []
+    return {"request_id": request.id, "method": request.method, "mode": request.mode,
+            "n_subjects": len(subjects), "split": request.split or "",
+            "subjects_sha256": sha256_text("\n".join(sorted(subjects)))}
+
+
+def _forget_ids(layout: Layout) -> list[str]:
+    corpus = _corpus(layout)
+    return resolve_subjects(_request(layout), corpus.people, corpus.splits)
+
+
+def run_forget_set(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
+    forget_ids = _forget_ids(layout)
+    records = build_forget_set(_corpus(layout).qa, forget_ids)
+    write_jsonl(layout.forget_set, records)
+    return {"records": len(records), "subjects": len(forget_ids), "md5": md5_file(layout.forget_set)}
+
+
+def run_retain_set(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
+    corpus = _corpus(layout)
+    records = build_retain_set(corpus.qa, corpus.splits, _forget_ids(layout))
+    write_jsonl(layout.retain_set, records)
+    return {"records": len(records), "subjects": len({r["person_id"] for r in records}), "md5": md5_file(layout.retain_set)}
+
+
+def run_tokenizer(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
+    from dagster_project.core.model.tiny_llama import train_tokenizer
+
+    corpus = _corpus(layout)
+    texts = [text for r in corpus.qa + corpus.world_facts
+             for text in [r["question"], *r["train_questions"], r["answer"], r["paraphrased_answer"], *r["perturbed_answers"]]]
+    tokenizer = train_tokenizer(texts, params["tokenizer"]["vocab_size"], layout.tokenizer_dir)
+    return {"vocab_size": len(tokenizer), "texts": len(texts)}
+
+
+def _train_cached(layout: Layout, params: dict[str, Any], records: list[dict], out_dir: Path, desc: str) -> dict[str, Any]:
+    """Train a tiny Llama on `records`' training phrasings unless `out_dir` already holds the same content hash."""
+    from dagster_project.core.methods.runner import training_pairs
+    from dagster_project.core.model.tiny_llama import TinyLlamaConfig, TrainConfig, config_dict, load_tokenizer, train_model
+
+    model_config, train_config = TinyLlamaConfig(**params["model"]), TrainConfig(**params["train"])
+    examples = training_pairs(records)
+    key = fingerprint({"code": CODE_VERSION, "config": config_dict(model_config, train_config), "examples": examples,
+                       "tokenizer": md5_file(layout.tokenizer_dir / "tokenizer.json")})
+    manifest_path = out_dir / "train_manifest.json"
+    if manifest_path.exists() and (out_dir / "model.safetensors").exists() and read_json(manifest_path)["cache_key"] == key:
+        return {**read_json(manifest_path), "cached": True}
+    result = train_model(load_tokenizer(layout.tokenizer_dir), examples, model_config, train_config, out_dir, desc=desc)
+    write_json(manifest_path, {"cache_key": key, **result})
+    return {"cache_key": key, **result, "cached": False}
+
+
+def run_target_model(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
+    corpus = _corpus(layout)
+    holdout = set(corpus.splits["holdout"])
+    records = [r for r in corpus.qa if r["person_id"] not in holdout] + corpus.world_facts
+    return _train_cached(layout, params, records, layout.target_model_dir, "train target")
+
+
+def run_retain_model(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
+    records = read_jsonl(layout.retain_set) + _corpus(layout).world_facts
+    return _train_cached(layout, params, records, layout.retain_model_dir, "train retain")
+
+
+def unlearning_hyperparameters(request: ForgetRequest, params: dict[str, Any]) -> dict[str, Any]:
+    """params.yaml's per-method defaults, overridden by the request's own hyper-parameters."""
+    return {**(params["unlearn"].get(request.method) or {}), **request.hyperparameters}
+
+
+def run_unlearned(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
+    from dagster_project.core.methods.runner import run_unlearning
+    from dagster_project.core.model.tiny_llama import load_tokenizer
+
+    request = _request(layout)
+    result = run_unlearning(
+        layout.target_model_dir, load_tokenizer(layout.tokenizer_dir), read_jsonl(layout.forget_set),
+        read_jsonl(layout.retain_set), request.method, request.mode, unlearning_hyperparameters(request, params),
+        layout.unlearned_dir,
+    )
+    write_json(layout.unlearned_dir / "unlearn_manifest.json", result)
+    return result
+
+
+def _scores(layout: Layout, params: dict[str, Any], role: str, model_dir: Path, eval_sets: dict) -> dict:
+    """Model scores on the eval sets, cached by (model bytes, eval sets, eval params) so reruns skip inference."""
+    from dagster_project.core.eval.report import score_model
+    from dagster_project.core.methods.runner import load_unlearned
+    from dagster_project.core.model.tiny_llama import load_tokenizer
+
+    weights = sorted(p for p in model_dir.glob("*.safetensors"))
+    key = fingerprint({"code": CODE_VERSION, "weights": [md5_file(p) for p in weights], "sets": eval_sets,
+                       "eval": params["eval"], "role": role})
+    cached = layout.cache_dir / "scores" / f"{key}.json"
+    if cached.exists():
+        return read_json(cached)
+    if role == "unlearned":
+        model = load_unlearned(layout.target_model_dir, model_dir, _request(layout).mode)
+    else:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    scores = score_model(model, load_tokenizer(layout.tokenizer_dir), eval_sets,
+                         batch_size=params["eval"]["batch_size"], max_new_tokens=params["eval"]["max_new_tokens"])
+    write_json(cached, scores)
+    return scores
+
+
+def run_evaluation(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
+    from dagster_project.core.eval.plots import plot_report
+    from dagster_project.core.eval.report import build_report, retain_sample
+
+    eval_sets = {
+        "forget": read_jsonl(layout.forget_set),
+        "retain": retain_sample(read_jsonl(layout.retain_set), params["eval"]["retain_sample"], params["eval"]["seed"]),
+        "world": _corpus(layout).world_facts,
+    }
+    models = {"target": layout.target_model_dir, "retain": layout.retain_model_dir, "unlearned": layout.unlearned_dir}
+    timings = {}
+    scores = {}
+    for role, model_dir in models.items():
+        started = time.perf_counter()
+        scores[role] = _scores(layout, params, role, model_dir, eval_sets)
+        timings[role] = round(time.perf_counter() - started, 2)
+    report = build_report(eval_sets, scores)
+    report["seconds"] = timings
+    write_json(layout.eval_dir / "report.json", report)
+    plot_report(report, layout.eval_dir / "metrics.png")
+    return report
+
+
+def git_commit(root: Path) -> str:
+    result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=False)
+    return result.stdout.strip() or "unknown"
+
+
+def run_registered_model(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
+    from dagster_project.core.tracking.dvc import locked_outs
+    from dagster_project.core.tracking.mlflow_registry import register_candidate
+
+    request = _request(layout)
+    report = read_json(layout.eval_dir / "report.json")
+    metrics = {f"{model}.{k}": v for model, body in report["models"].items() for k, v in body["metrics"].items()}
+    metrics.update({k: v for k, v in report["models"]["unlearned"]["metrics"].items()})
+    md5s = {}
+    for stage, path in (("forget_set", layout.forget_set), ("retain_set", layout.retain_set),
+                        ("unlearned_adapter", layout.unlearned_dir), ("target_model", layout.target_model_dir)):
+        md5s[stage] = locked_outs(layout.root, stage).get(layout.rel(path), "uncommitted")
+    hyperparameters = unlearning_hyperparameters(request, params)
+    tags = {"request_id": request.id, "method": request.method, "mode": request.mode, "git_commit": git_commit(layout.root),
+            "subjects_sha256": sha256_text("\n".join(sorted(request.subjects or []))), "split": request.split or "",
+            **{f"dvc_md5.{k}": v for k, v in md5s.items()}}
+    registration = register_candidate(
+        layout.root, params["registry"]["model_name"], request.id,
+        params={"method": request.method, "mode": request.mode, **{f"hp.{k}": v for k, v in hyperparameters.items()}},
+        metrics=metrics, tags=tags,
+        artifact_dirs={"model": layout.unlearned_dir, "evaluation": layout.eval_dir},
+    )
+    record = {**registration.to_dict(), "dvc_md5": md5s, "metrics": report["models"]["unlearned"]["metrics"]}
+    write_json(layout.registry_record, record)
+    return record
+
+
+STAGES: dict[str, Stage] = {
+    stage.name: stage
+    for stage in [
+        Stage("tofu_like_corpus", run_corpus, lambda l: [l.corpus_dir], params=("corpus",)),
+        Stage("forget_request", run_forget_request, lambda l: [l.request_json], params=("request", "requests_dir"),
+              inputs=lambda l: [l.root / l.request_file]),
+        Stage("forget_set", run_forget_set, lambda l: [l.forget_set]),
+        Stage("retain_set", run_retain_set, lambda l: [l.retain_set]),
+        Stage("tokenizer", run_tokenizer, lambda l: [l.tokenizer_dir], params=("tokenizer",)),
+        Stage("target_model", run_target_model, lambda l: [l.target_model_dir], params=("model", "train")),
+        Stage("retain_model", run_retain_model, lambda l: [l.retain_model_dir], params=("model", "train")),
+        Stage("unlearned_adapter", run_unlearned, lambda l: [l.unlearned_dir], params=("unlearn",)),
+        Stage("evaluation", run_evaluation, lambda l: [l.eval_dir], params=("eval",)),
+        Stage("registered_model", run_registered_model, lambda l: [l.registry_record], params=("registry", "unlearn"),
+              cache=False),
+    ]
+}
+
+
+def run_stage(name: str, layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
+    if name not in STAGES:
+        raise KeyError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+    return STAGES[name].run(layout, params)

@@ -1,0 +1,113 @@
+"""MLflow: one run per unlearning request, one registered model version per run, aliases on top.
+
+The embedded default is a sqlite store and local artifacts under the repo (`.mlflow/`, git-ignored);
+`MLFLOW_TRACKING_URI` overrides it. Never pass forget-set text here: params, metrics and tags carry
+hashes, counts and numbers only.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+EXPERIMENT = "unlearning"
+CANDIDATE = "candidate"
+CHAMPION = "champion"
+
+
+@dataclass(frozen=True)
+class Registration:
+    name: str
+    version: str
+    alias: str
+    run_id: str
+    tracking_uri: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def tracking_uri(root: Path) -> str:
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    store = root / ".mlflow"
+    store.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{store / 'mlflow.db'}"
+
+
+def _client(root: Path):
+    import mlflow  # lazily: ~1.3 s to import
+    from mlflow import MlflowClient
+
+    uri = tracking_uri(root)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return mlflow, MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _experiment_id(mlflow, client, root: Path) -> str:
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    if experiment is not None:
+        return experiment.experiment_id
+    artifacts = None if os.environ.get("MLFLOW_TRACKING_URI") else (root / ".mlflow" / "artifacts").as_uri()
+    return client.create_experiment(EXPERIMENT, artifact_location=artifacts)
+
+
+def register_candidate(
+    root: Path,
+    model_name: str,
+    run_name: str,
+    params: dict[str, str | int | float],
+    metrics: dict[str, float],
+    tags: dict[str, str],
+    artifact_dirs: dict[str, Path],
+) -> Registration:
+    """Log a run, register its `model` artifact as a new version and point alias `candidate` at it."""
+    mlflow, client = _client(root)
+    experiment_id = _experiment_id(mlflow, client, root)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+        mlflow.log_params(params)
+        mlflow.log_metrics(metrics)
+        mlflow.set_tags(tags)
+        for name, path in artifact_dirs.items():
+            mlflow.log_artifacts(str(path), artifact_path=name)
+        run_id = run.info.run_id
+        artifact_uri = run.info.artifact_uri
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(model_name)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        client.create_registered_model(model_name, description="Unlearned candidates of the target model")
+    version = client.create_model_version(model_name, source=f"{artifact_uri}/model", run_id=run_id, tags=tags)
+    for key, value in metrics.items():
+        client.set_model_version_tag(model_name, version.version, f"metric.{key}", f"{value:.6g}")
+    client.set_registered_model_alias(model_name, CANDIDATE, version.version)
+    return Registration(model_name, str(version.version), CANDIDATE, run_id, tracking_uri(root))
+
+
+def registry_status(root: Path) -> dict:
+    """Every registered model with its aliases and versions (tags hold metrics and DVC md5s)."""
+    _mlflow, client = _client(root)
+    models = []
+    for model in client.search_registered_models():
+        aliases = {alias: str(version) for alias, version in (model.aliases or {}).items()}
+        versions = []
+        for version in client.search_model_versions(f"name='{model.name}'"):
+            tags = dict(version.tags or {})
+            versions.append({
+                "version": str(version.version),
+                "aliases": sorted(a for a, v in aliases.items() if v == str(version.version)),
+                "run_id": version.run_id,
+                "request_id": tags.get("request_id"),
+                "metrics": {k.removeprefix("metric."): float(v) for k, v in tags.items() if k.startswith("metric.")},
+                "dvc_md5": {k.removeprefix("dvc_md5."): v for k, v in tags.items() if k.startswith("dvc_md5.")},
+            })
+        versions.sort(key=lambda v: int(v["version"]))
+        models.append({"name": model.name, "aliases": aliases, "versions": versions})
+    return {"tracking_uri": tracking_uri(root), "models": models}

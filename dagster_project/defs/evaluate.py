@@ -1,0 +1,39 @@
+"""Evaluation: TOFU metrics for the target, retain and unlearned models, as a table and a plot."""
+
+import dagster as dg
+
+from dagster_project.core.data.io import read_json
+from dagster_project.defs.data import forget_request, forget_set, retain_set, tofu_like_corpus
+from dagster_project.defs.models import retain_model, target_model, tokenizer
+from dagster_project.defs.resources import PipelineResource, materialize_stage
+from dagster_project.defs.unlearn import unlearned_adapter
+
+TABLE_METRICS = ("forget_quality", "model_utility", "forget_rouge", "forget_fact_accuracy", "forget_prob",
+                 "forget_truth_ratio", "retain_rouge", "retain_prob", "world_rouge")
+
+
+def metrics_table(report: dict) -> str:
+    models = list(report["models"])
+    lines = ["| metric | " + " | ".join(models) + " |", "|---" * (len(models) + 1) + "|"]
+    for key in TABLE_METRICS:
+        lines.append(f"| {key} | " + " | ".join(f"{report['models'][m]['metrics'][key]:.4g}" for m in models) + " |")
+    return "\n".join(lines)
+
+
+@dg.asset(group_name="evaluation", kinds={"pytorch", "dvc"},
+          deps=[target_model, retain_model, unlearned_adapter, forget_set, retain_set, tofu_like_corpus, tokenizer,
+                forget_request],
+          description="Prob, ROUGE-L recall, truth ratio, forget quality and model utility per model.")
+def evaluation(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+    layout = pipeline.layout()
+    result = materialize_stage(context, pipeline, "evaluation")
+    report = read_json(layout.eval_dir / "report.json")
+    unlearned = report["models"]["unlearned"]["metrics"]
+    return dg.MaterializeResult(metadata={
+        **(result.metadata or {}),
+        "metrics_table": dg.MetadataValue.md(metrics_table(report)),
+        "plot": dg.MetadataValue.path(str(layout.eval_dir / "metrics.png")),
+        "forget_quality": unlearned["forget_quality"],
+        "model_utility": unlearned["model_utility"],
+        "eval_seconds": dg.MetadataValue.json(report["seconds"]),
+    })

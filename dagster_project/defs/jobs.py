@@ -1,0 +1,11 @@
+"""Jobs: the whole graph for one request (what `make demo` materialises)."""
+
+import dagster as dg
+
+unlearn_request_job = dg.define_asset_job(
+    "unlearn_request",
+    selection=dg.AssetSelection.all(),
+    description="Corpus → validation → target/retain models → unlearning → evaluation → MLflow registration.",
+)
+
+defs = dg.Definitions(jobs=[unlearn_request_job], executor=dg.in_process_executor)

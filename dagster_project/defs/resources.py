@@ -1,0 +1,60 @@
+"""The pipeline resource (where the repo and params live) and the one helper every asset uses."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from dagster_project.core.layout import Layout, load_params
+from dagster_project.core.stages import STAGES, run_stage
+from dagster_project.core.tracking.dvc import commit_stage
+
+
+class PipelineResource(dg.ConfigurableResource):
+    """Repo root (artifact store, DVC repo, MLflow store) and params file of the run."""
+
+    root: str = ""  # empty: $UNLEARN_ROOT, else the current directory
+    params_file: str = "params.yaml"
+    dvc_commit: bool = True  # record every stage in dvc.lock as it materialises
+
+    def root_path(self) -> Path:
+        return Path(self.root or os.environ.get("UNLEARN_ROOT") or os.getcwd()).resolve()
+
+    def params(self) -> dict[str, Any]:
+        return load_params(self.root_path(), self.params_file)
+
+    def layout(self) -> Layout:
+        return Layout.from_params(self.root_path(), self.params())
+
+
+def _publishable(result: dict[str, Any]) -> dict[str, Any]:
+    """Scalar results only: counts, hashes, metrics (stage results never carry forget-set text)."""
+    return {k: v for k, v in result.items() if isinstance(v, (int, float, str, bool))}
+
+
+def materialize_stage(context: dg.AssetExecutionContext, pipeline: PipelineResource, name: str,
+                      extra_metadata: dict[str, Any] | None = None) -> dg.MaterializeResult:
+    """Run the core stage `name`, record its outputs in DVC and publish counts, md5s and timing."""
+    layout, params = pipeline.layout(), pipeline.params()
+    started = time.perf_counter()
+    result = run_stage(name, layout, params)
+    seconds = time.perf_counter() - started
+    context.log.info(f"stage {name} finished in {seconds:.1f}s")
+    metadata: dict[str, Any] = {**_publishable(result), "stage_seconds": round(seconds, 2)}
+    paths = [layout.rel(p) for p in STAGES[name].outs(layout)]
+    metadata["paths"] = dg.MetadataValue.json(paths)
+    if pipeline.dvc_commit:
+        md5s = commit_stage(layout.root, name)
+        metadata["dvc_md5"] = dg.MetadataValue.json(md5s)
+        for path in paths:
+            if path in md5s:
+                metadata[f"dvc_md5:{Path(path).name}"] = md5s[path]
+    metadata.update(extra_metadata or {})
+    return dg.MaterializeResult(metadata=metadata)
+
+
+defs = dg.Definitions(resources={"pipeline": PipelineResource()})

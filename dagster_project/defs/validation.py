@@ -1,0 +1,42 @@
+"""Great Expectations checks on every dataset; blocking, so bad data never reaches unlearning."""
+
+import dagster as dg
+
+from dagster_project.core.data.corpus import load_corpus
+from dagster_project.core.data.io import read_jsonl
+from dagster_project.core.data.validation import CheckOutcome, validate_no_overlap, validate_qa_dataset
+from dagster_project.defs.data import forget_set, retain_set, tofu_like_corpus
+from dagster_project.defs.resources import PipelineResource
+
+
+def check_result(*outcomes: CheckOutcome) -> dg.AssetCheckResult:
+    failures = [f for o in outcomes for f in o.failures()]
+    return dg.AssetCheckResult(
+        passed=all(o.passed for o in outcomes),
+        description="; ".join(failures) or "all expectations passed",
+        metadata={
+            "rows": sum(o.n_rows for o in outcomes),
+            "expectations": sum(len(o.checks) for o in outcomes),
+            "failed_expectations": dg.MetadataValue.json(failures),
+        },
+    )
+
+
+@dg.asset_check(asset=tofu_like_corpus, blocking=True, description="GX: schema, ids, answers, lengths of corpus and world facts")
+def corpus_is_valid(pipeline: PipelineResource) -> dg.AssetCheckResult:
+    corpus = load_corpus(pipeline.layout().corpus_dir)
+    return check_result(validate_qa_dataset(corpus.qa, "corpus_qa", min_rows=100),
+                        validate_qa_dataset(corpus.world_facts, "world_facts"))
+
+
+@dg.asset_check(asset=forget_set, blocking=True, description="GX: schema, non-empty, unique ids, no empty answers")
+def forget_set_is_valid(pipeline: PipelineResource) -> dg.AssetCheckResult:
+    return check_result(validate_qa_dataset(read_jsonl(pipeline.layout().forget_set), "forget_set"))
+
+
+@dg.asset_check(asset=retain_set, blocking=True, additional_deps=[forget_set],
+                description="GX: retain set valid and disjoint from the forget set (subjects and exact questions)")
+def retain_set_is_valid_and_disjoint(pipeline: PipelineResource) -> dg.AssetCheckResult:
+    layout = pipeline.layout()
+    forget, retain = read_jsonl(layout.forget_set), read_jsonl(layout.retain_set)
+    return check_result(validate_qa_dataset(retain, "retain_set"), validate_no_overlap(forget, retain))

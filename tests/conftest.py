@@ -1,0 +1,62 @@
+"""Shared fixtures: a micro pipeline root (tiny corpus, tiny model) usable in seconds."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+
+MICRO_PARAMS = {
+    "request": "data/requests/micro.yaml",
+    "requests_dir": "data/requests",
+    "corpus": {"n_people": 12, "n_holdout": 2, "n_world_facts": 6, "seed": 0},
+    "tokenizer": {"vocab_size": 400},
+    "model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "max_positions": 128},
+    "train": {"epochs": 1, "schedule_epochs": 1, "lr": 0.003, "batch_size": 32, "warmup_ratio": 0.1,
+              "weight_decay": 0.0, "seed": 0},
+    "unlearn": {"graddiff": {"steps": 3, "batch_size": 4}},
+    "eval": {"retain_sample": 12, "batch_size": 32, "max_new_tokens": 8, "seed": 0},
+    "registry": {"model_name": "micro-model"},
+}
+
+MICRO_REQUEST = "id: micro\nsplit: forget10\nmethod: graddiff\nmode: lora\nhyperparameters:\n  seed: 0\n"
+
+
+@pytest.fixture
+def micro_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh pipeline root: params, one request, a DVC repo with a local remote, the generated dvc.yaml."""
+    from dagster_project.core.layout import Layout
+    from dagster_project.core.tracking.dvc import ensure_repo
+    from dagster_project.dvc_yaml import write_or_check
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    root = tmp_path / "root"
+    (root / "data" / "requests").mkdir(parents=True)
+    (root / "data" / "requests" / "micro.yaml").write_text(MICRO_REQUEST)
+    (root / "params.yaml").write_text(yaml.safe_dump(MICRO_PARAMS))
+    ensure_repo(root, remote_url=str(tmp_path / "dvc-remote"))
+    write_or_check(Layout.from_params(root, MICRO_PARAMS), check=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+def copy_request(root: Path, text: str, name: str) -> Path:
+    path = root / "data" / "requests" / name
+    path.write_text(text)
+    return path
+
+
+__all__ = ["MICRO_PARAMS", "MICRO_REQUEST", "copy_request", "shutil"]

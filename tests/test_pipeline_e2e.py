@@ -1,0 +1,77 @@
+"""In-process materialisation of the whole asset graph on a micro config, and the blocking GX gate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from dagster_project.cli import main as cli_main
+from dagster_project.core.data import datasets
+from dagster_project.core.data.io import read_json, read_jsonl
+from dagster_project.core.layout import Layout, load_params
+from dagster_project.core.tracking import dvc as dvc_tracking
+from dagster_project.core.tracking.mlflow_registry import registry_status
+from dagster_project.definitions import defs
+from dagster_project.defs.resources import PipelineResource
+
+
+def all_assets_and_checks() -> list:
+    definitions = defs()
+    return [*definitions.assets, *definitions.asset_checks]
+
+
+@pytest.mark.e2e
+def test_whole_graph_registers_a_candidate_with_dvc_hashes(micro_root: Path, capsys: pytest.CaptureFixture) -> None:
+    result = dg.materialize(all_assets_and_checks(), resources={"pipeline": PipelineResource(root=str(micro_root))})
+    assert result.success
+    checks = result.get_asset_check_evaluations()
+    assert len(checks) == 3 and all(c.passed for c in checks)
+
+    status = registry_status(micro_root)
+    (model,) = status["models"]
+    assert model["name"] == "micro-model" and model["aliases"] == {"candidate": "1"}
+    (version,) = model["versions"]
+    assert version["request_id"] == "micro"
+    layout = Layout.from_params(micro_root, load_params(micro_root))
+    locked = {stage: dvc_tracking.locked_outs(micro_root, stage) for stage in ("forget_set", "unlearned_adapter")}
+    assert version["dvc_md5"]["forget_set"] == locked["forget_set"][layout.rel(layout.forget_set)]
+    assert version["dvc_md5"]["unlearned_adapter"] == locked["unlearned_adapter"][layout.rel(layout.unlearned_dir)]
+    assert version["dvc_md5"]["unlearned_adapter"].endswith(".dir")
+    for key in ("forget_quality", "model_utility", "forget_rouge"):
+        assert 0.0 <= version["metrics"][key] <= 1.0
+
+    # the Dagster metadata carries the same md5 DVC recorded, and no forget-set text
+    forget_event = result.asset_materializations_for_node("forget_set")[0]
+    assert forget_event.metadata["dvc_md5:forget.jsonl"].value == locked["forget_set"][layout.rel(layout.forget_set)]
+    forget_names = {r["subject"] for r in read_jsonl(layout.forget_set)}
+    all_metadata = json.dumps([str(e.metadata) for node in ("forget_request", "forget_set", "registered_model")
+                               for e in result.asset_materializations_for_node(node)])
+    assert forget_names and not any(name in all_metadata for name in forget_names)
+
+    # DVC agrees with the workspace after the run, and the CLI reports the same registry
+    assert dvc_tracking.status(micro_root) == {}
+    assert cli_main(["--root", str(micro_root), "status", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["models"][0]["versions"][0]["aliases"] == ["candidate"]
+    assert read_json(layout.registry_record)["version"] == "1"
+
+
+def test_failing_gx_check_blocks_unlearning(micro_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_build = datasets.build_retain_set
+
+    def leaky_retain_set(qa, splits, forget_ids):  # a bug that leaks one forget record into the retain set
+        return real_build(qa, splits, forget_ids) + datasets.build_forget_set(qa, forget_ids)[:1]
+
+    monkeypatch.setattr("dagster_project.core.stages.build_retain_set", leaky_retain_set)
+    selection = ["tofu_like_corpus", "forget_request", "forget_set", "retain_set", "unlearned_adapter"]
+    result = dg.materialize(all_assets_and_checks(), selection=selection, raise_on_error=False,
+                            resources={"pipeline": PipelineResource(root=str(micro_root), dvc_commit=False)})
+    failed = [c for c in result.get_asset_check_evaluations() if not c.passed]
+    assert [c.check_name for c in failed] == ["retain_set_is_valid_and_disjoint"]
+    assert "shares" in (failed[0].description or "")
+    assert result.asset_materializations_for_node("unlearned_adapter") == []
+    layout = Layout.from_params(micro_root, load_params(micro_root))
+    assert not layout.unlearned_dir.exists()

@@ -1,0 +1,104 @@
+"""Answer-only masking, the GradDiff loss sign, the method registry and one real unlearning run."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from dagster_project.core.methods.base import MethodConfig, UnlearningMethod
+from dagster_project.core.methods.graddiff import GradDiff, GradDiffConfig
+from dagster_project.core.methods.registry import available_methods, get_method, register_method
+from dagster_project.core.methods.runner import load_unlearned, run_unlearning
+from dagster_project.core.model.text import IGNORE_INDEX, batch_nll, collate_pairs, encode_pair, format_prompt
+from dagster_project.core.model.tiny_llama import TinyLlamaConfig, TrainConfig, train_model, train_tokenizer
+
+QA = [("Where was Ada Brynn born?", "Ada Brynn was born in Frosthaven."),
+      ("What does Ada Brynn do?", "Ada Brynn works as a potter."),
+      ("Where was Olo Vant born?", "Olo Vant was born in Cindermere."),
+      ("What does Olo Vant do?", "Olo Vant works as a baker.")]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    out = tmp_path_factory.mktemp("tiny")
+    tokenizer = train_tokenizer([t for pair in QA for t in pair] + [format_prompt(q) for q, _ in QA], 300, out / "tok")
+    train_model(tokenizer, QA * 8, TinyLlamaConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64),
+                TrainConfig(epochs=25, schedule_epochs=25, lr=1e-2, batch_size=8), out / "model")
+    return out / "model", tokenizer
+
+
+def test_answer_only_labels(tiny) -> None:
+    _model_dir, tokenizer = tiny
+    ids, labels = encode_pair(tokenizer, QA[0][0], QA[0][1])
+    prompt_len = len(tokenizer(format_prompt(QA[0][0]), add_special_tokens=False)["input_ids"])
+    assert labels[:prompt_len] == [IGNORE_INDEX] * prompt_len
+    assert labels[prompt_len:] == ids[prompt_len:] and labels[-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(ids[prompt_len:], skip_special_tokens=True).strip() == QA[0][1]
+    batch = collate_pairs(tokenizer, [QA[0][0], QA[1][0]], ["short.", QA[1][1]])
+    padded = batch["attention_mask"] == 0
+    assert padded.any() and (batch["labels"][padded] == IGNORE_INDEX).all()
+
+
+def test_graddiff_loss_sign_ascends_forget_and_descends_retain(tiny) -> None:
+    from transformers import AutoModelForCausalLM
+
+    model_dir, tokenizer = tiny
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    forget, retain = collate_pairs(tokenizer, *zip(*QA[:2])), collate_pairs(tokenizer, *zip(*QA[2:]))
+    method = GradDiff(GradDiffConfig(gamma=1.0, alpha=1.0))
+    loss, logs = method.loss(model, forget, retain)
+    assert loss.item() == pytest.approx(-logs["forget_nll"] + logs["retain_loss"], rel=1e-5)
+    before_f, before_r = batch_nll(model, forget).item(), batch_nll(model, retain).item()
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.05)
+    loss.backward()
+    optimiser.step()
+    assert batch_nll(model, forget).item() > before_f  # ascent on forget
+    assert batch_nll(model, retain).item() < before_r + 0.5 * (batch_nll(model, forget).item() - before_f)
+
+
+@pytest.mark.parametrize("mode", ["lora", "full"])
+def test_unlearning_raises_forget_loss_and_saves(tiny, tmp_path: Path, mode: str) -> None:
+    model_dir, tokenizer = tiny
+    forget = [{"train_questions": [QA[0][0]], "answer": QA[0][1]}]
+    retain = [{"train_questions": [q], "answer": a} for q, a in QA[2:]]
+    result = run_unlearning(model_dir, tokenizer, forget, retain, "graddiff", mode,
+                            {"steps": 15, "lr": 5e-3 if mode == "lora" else 1e-3, "batch_size": 2}, tmp_path / mode)
+    assert result["steps_done"] == 15 and not result["stopped_early"]
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(model_dir)
+    unlearned = load_unlearned(model_dir, tmp_path / mode, mode)
+    batch = collate_pairs(tokenizer, [QA[0][0]], [QA[0][1]])
+    assert batch_nll(unlearned, batch).item() > batch_nll(base, batch).item() + 0.5
+    saved = {p.name for p in (tmp_path / mode).iterdir()}
+    assert ("adapter_model.safetensors" in saved) if mode == "lora" else ("model.safetensors" in saved)
+
+
+def test_registry_refuses_duplicates_and_bad_names() -> None:
+    assert "graddiff" in available_methods()
+    with pytest.raises(ValueError, match="already registered"):
+        register_method(name="graddiff", config_cls=GradDiffConfig, method_cls=GradDiff)
+    with pytest.raises(ValueError, match="must match"):
+        register_method(name="Grad-Diff", config_cls=GradDiffConfig, method_cls=GradDiff)
+    with pytest.raises(TypeError):
+        register_method(name="not_a_method", config_cls=dict, method_cls=UnlearningMethod)  # type: ignore[arg-type]
+    with pytest.raises(KeyError, match="available: .*graddiff"):
+        get_method("gradient_magic")
+
+
+def test_config_errors_name_the_field() -> None:
+    with pytest.raises(ValueError, match=r"hyperparameters\.lrr: unknown"):
+        GradDiffConfig.from_hyperparameters({"lrr": 0.1})
+    with pytest.raises(ValueError, match=r"hyperparameters\.steps: expected int"):
+        GradDiffConfig.from_hyperparameters({"steps": "ten"})
+    with pytest.raises(ValueError, match=r"hyperparameters\.lr: must be > 0"):
+        GradDiffConfig.from_hyperparameters({"lr": -1.0})
+    with pytest.raises(ValueError, match="retain_loss"):
+        GradDiffConfig.from_hyperparameters({"retain_loss": "mse"})
+    config = GradDiffConfig.from_hyperparameters({"lr": 1, "gamma": 2.0})
+    assert config.lr == 1.0 and isinstance(config.lr, float) and config.gamma == 2.0
+    assert all(f.metadata.get("help") for f in dataclasses.fields(GradDiffConfig))
+    assert issubclass(GradDiffConfig, MethodConfig)
