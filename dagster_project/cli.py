@@ -78,7 +78,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
     report, record = read_json(report_path), read_json(record_path)
     rows = ("forget_quality", "model_utility", "forget_rouge", "forget_fact_accuracy", "forget_prob",
             "retain_rouge", "retain_fact_accuracy", "world_rouge")
-    models = list(report["models"])
+    models = [m for m in ("target", "retain", "unlearned") if m in report["models"]]
     print(f"\nRequest {layout.request_id}: " + ", ".join(f"{k} {v}" for k, v in report["counts"].items()) + " eval items")
     print(f"{'metric':<22}" + "".join(f"{m:>12}" for m in models))
     for key in rows:
@@ -117,7 +117,8 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
     for name in available_methods():
         spec = get_method(name)
-        print(f"{name}: {(spec.method_cls.__doc__ or '').strip().splitlines()[0]}")
+        summary = (spec.method_cls.__doc__ or "").strip().split("\n")[0]
+        print(f"{name}: {summary}")
         for f in dataclasses.fields(spec.config_cls):
             print(f"  {f.name:<15} default {f.default!r:<10} {f.metadata.get('help', '')}")
     return 0

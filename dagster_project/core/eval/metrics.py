@@ -96,11 +96,8 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, (Real, np.floating, np.integer)) and not isinstance(x, bool)
 
 
-def _losses(values: Sequence[float], what: str) -> np.ndarray:
-    """1-D float array of losses; rejects empty input, non-numbers, NaN and −inf.
-
-    +inf is allowed (probability 0).
-    """
+def _floats(values: Sequence[float], what: str) -> np.ndarray:
+    """1-D float array; rejects a bare string, empty input, non-numbers and NaN."""
     if isinstance(values, (str, bytes)):
         raise ValueError(f"{what}: expected a sequence of floats, got a string")
     try:
@@ -118,6 +115,12 @@ def _losses(values: Sequence[float], what: str) -> np.ndarray:
     bad = np.flatnonzero(np.isnan(arr))
     if bad.size:
         raise ValueError(f"{what}: expected no NaN, got NaN at index(es) {bad.tolist()[:10]}")
+    return arr
+
+
+def _losses(values: Sequence[float], what: str) -> np.ndarray:
+    """Losses: floats without −inf (+inf is allowed: probability 0)."""
+    arr = _floats(values, what)
     bad = np.flatnonzero(np.isneginf(arr))
     if bad.size:
         raise ValueError(f"{what}: expected losses > -inf, got -inf at index(es) {bad.tolist()[:10]}")
@@ -170,19 +173,8 @@ def _strings(values: Sequence[str], what: str, allow_empty_strings: bool = True)
 
 
 def _ratios(tr: Sequence[float], what: str) -> np.ndarray:
-    """1-D array of truth ratios: non-empty, no NaN, non-negative (inf allowed)."""
-    if isinstance(tr, (str, bytes)):
-        raise ValueError(f"{what}: expected a sequence of floats, got a string")
-    seq = list(tr)
-    if not seq:
-        raise ValueError(f"{what}: expected at least one value, got an empty sequence")
-    for i, v in enumerate(seq):
-        if not _is_number(v):
-            raise ValueError(f"{what}: expected floats, got {type(v).__name__} {v!r} at index {i}")
-    arr = np.asarray(seq, dtype=float)
-    bad = np.flatnonzero(np.isnan(arr))
-    if bad.size:
-        raise ValueError(f"{what}: expected no NaN, got NaN at index(es) {bad.tolist()[:10]}")
+    """Truth ratios: non-negative floats (inf allowed)."""
+    arr = _floats(tr, what)
     bad = np.flatnonzero(arr < 0)
     if bad.size:
         raise ValueError(

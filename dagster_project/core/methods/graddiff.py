@@ -40,6 +40,8 @@ def kl_to_reference(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> t
 
 
 class GradDiff(UnlearningMethod):
+    """GradDiff: gradient ascent on the forget set, descent (NLL or KL to θ₀) on the retain set."""
+
     config: GradDiffConfig
 
     def retain_term(self, model: torch.nn.Module, retain: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -67,6 +67,7 @@ class TrainConfig:
     warmup_ratio: float = 0.05
     weight_decay: float = 0.0
     seed: int = 0
+    bf16: bool = True  # bf16 matmuls (fp32 weights/optimiser) where the hardware has them: ~20 % faster on CPU
 
     def __post_init__(self) -> None:
         if not 0 < self.epochs <= self.schedule_epochs:
@@ -91,6 +92,11 @@ def build_model(tokenizer: PreTrainedTokenizerFast, config: TinyLlamaConfig, see
         pad_token_id=tokenizer.pad_token_id,
     )
     return LlamaForCausalLM(llama_config)
+
+
+def native_cpu_bf16() -> bool:
+    """True where the CPU multiplies bf16 natively; elsewhere autocast would emulate it slowly."""
+    return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
 
 
 def cosine_lr(step: int, total_steps: int, warmup_steps: int) -> float:
@@ -138,11 +144,13 @@ def train_model(
     loss_value = float("nan")
     progress = tqdm(total=steps_per_epoch * train_config.epochs, desc=desc, unit="step", mininterval=2.0)
     lengths = [len(q) + len(a) for q, a in examples]
+    use_bf16 = train_config.bf16 and native_cpu_bf16()
     for _epoch in range(train_config.epochs):
         for chunk_ids in length_bucketed_batches(lengths, train_config.batch_size, shuffler):
             chunk = [examples[i] for i in chunk_ids]
             batch = collate_pairs(tokenizer, [q for q, _ in chunk], [a for _, a in chunk])
-            loss = batch_nll(model, batch)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+                loss = batch_nll(model, batch)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -162,6 +170,7 @@ def train_model(
         "steps": steps_per_epoch * train_config.epochs,
         "parameters": sum(p.numel() for p in model.parameters()),
         "examples": len(examples),
+        "bf16": use_bf16,
     }
 
 

@@ -8,6 +8,7 @@ hashes, counts and numbers only.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,29 +32,26 @@ class Registration:
 
 
 def tracking_uri(root: Path) -> str:
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    store = root / ".mlflow"
-    store.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{store / 'mlflow.db'}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / '.mlflow' / 'mlflow.db'}"
 
 
 def _client(root: Path):
-    import mlflow  # lazily: ~1.3 s to import
-    from mlflow import MlflowClient
+    """A client bound to this root's store; no global mlflow state (set_tracking_uri leaks into env)."""
+    from mlflow import MlflowClient  # lazily: ~1.3 s to import
 
     uri = tracking_uri(root)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    return mlflow, MlflowClient(tracking_uri=uri, registry_uri=uri)
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def _experiment_id(mlflow, client, root: Path) -> str:
+def _experiment_id(client, root: Path) -> str:
     experiment = client.get_experiment_by_name(EXPERIMENT)
     if experiment is not None:
         return experiment.experiment_id
-    artifacts = None if os.environ.get("MLFLOW_TRACKING_URI") else (root / ".mlflow" / "artifacts").as_uri()
-    return client.create_experiment(EXPERIMENT, artifact_location=artifacts)
+    # the embedded store keeps artifacts beside its database; a server decides for itself
+    local = tracking_uri(root).startswith("sqlite:")
+    return client.create_experiment(EXPERIMENT, artifact_location=(root / ".mlflow" / "artifacts").as_uri() if local else None)
 
 
 def register_candidate(
@@ -66,25 +64,29 @@ def register_candidate(
     artifact_dirs: dict[str, Path],
 ) -> Registration:
     """Log a run, register its `model` artifact as a new version and point alias `candidate` at it."""
-    mlflow, client = _client(root)
-    experiment_id = _experiment_id(mlflow, client, root)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
-        mlflow.log_params(params)
-        mlflow.log_metrics(metrics)
-        mlflow.set_tags(tags)
-        for name, path in artifact_dirs.items():
-            mlflow.log_artifacts(str(path), artifact_path=name)
-        run_id = run.info.run_id
-        artifact_uri = run.info.artifact_uri
+    from mlflow.entities import Metric, Param, RunTag
     from mlflow.exceptions import MlflowException
 
+    client = _client(root)
+    run = client.create_run(_experiment_id(client, root), run_name=run_name, tags=tags)
+    run_id = run.info.run_id
+    now_ms = int(time.time() * 1000)
+    client.log_batch(
+        run_id,
+        metrics=[Metric(key, float(value), now_ms, 0) for key, value in metrics.items()],
+        params=[Param(key, str(value)) for key, value in params.items()],
+        tags=[RunTag("mlflow.runName", run_name)],
+    )
+    for name, path in artifact_dirs.items():
+        client.log_artifacts(run_id, str(path), artifact_path=name)
+    client.set_terminated(run_id)
     try:
         client.get_registered_model(model_name)
     except MlflowException as error:
         if error.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
         client.create_registered_model(model_name, description="Unlearned candidates of the target model")
-    version = client.create_model_version(model_name, source=f"{artifact_uri}/model", run_id=run_id, tags=tags)
+    version = client.create_model_version(model_name, source=f"{run.info.artifact_uri}/model", run_id=run_id, tags=tags)
     for key, value in metrics.items():
         client.set_model_version_tag(model_name, version.version, f"metric.{key}", f"{value:.6g}")
     client.set_registered_model_alias(model_name, CANDIDATE, version.version)
@@ -93,7 +95,7 @@ def register_candidate(
 
 def registry_status(root: Path) -> dict:
     """Every registered model with its aliases and versions (tags hold metrics and DVC md5s)."""
-    _mlflow, client = _client(root)
+    client = _client(root)
     models = []
     for model in client.search_registered_models():
         aliases = {alias: str(version) for alias, version in (model.aliases or {}).items()}
