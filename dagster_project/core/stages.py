@@ -22,6 +22,12 @@ from dagster_project.core.data.request import ForgetRequest, load_request, reque
 from dagster_project.core.layout import Layout
 
 CODE_VERSION = "1"  # bump when a stage's output format changes, to invalidate content-hash caches
+WALL_CLOCK_KEYS = ("seconds", "train_seconds")  # reported as metadata, never written into versioned files
+
+
+def without_wall_clock(result: dict[str, Any]) -> dict[str, Any]:
+    """The result minus timings: files under assets/ must hash the same on every re-run."""
+    return {k: v for k, v in result.items() if k not in WALL_CLOCK_KEYS}
 
 
 @dataclass(frozen=True)
@@ -102,7 +108,7 @@ def _train_cached(layout: Layout, params: dict[str, Any], records: list[dict], o
     if manifest_path.exists() and (out_dir / "model.safetensors").exists() and read_json(manifest_path)["cache_key"] == key:
         return {**read_json(manifest_path), "cached": True}
     result = train_model(load_tokenizer(layout.tokenizer_dir), examples, model_config, train_config, out_dir, desc=desc)
-    write_json(manifest_path, {"cache_key": key, **result})
+    write_json(manifest_path, {"cache_key": key, **without_wall_clock(result)})
     return {"cache_key": key, **result, "cached": False}
 
 
@@ -133,7 +139,7 @@ def run_unlearned(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
         read_jsonl(layout.retain_set), request.method, request.mode, unlearning_hyperparameters(request, params),
         layout.unlearned_dir,
     )
-    write_json(layout.unlearned_dir / "unlearn_manifest.json", result)
+    write_json(layout.unlearned_dir / "unlearn_manifest.json", without_wall_clock(result))
     return result
 
 
@@ -178,10 +184,9 @@ def run_evaluation(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
         scores[role] = _scores(layout, params, role, model_dir, eval_sets)
         timings[role] = round(time.perf_counter() - started, 2)
     report = build_report(eval_sets, scores)
-    report["seconds"] = timings
     write_json(layout.eval_dir / "report.json", report)
     plot_report(report, layout.eval_dir / "metrics.png")
-    return report
+    return {**report["models"]["unlearned"]["metrics"], **{f"seconds_{role}": t for role, t in timings.items()}}
 
 
 def git_commit(root: Path) -> str:

@@ -28,12 +28,8 @@ def evaluation(context: dg.AssetExecutionContext, pipeline: PipelineResource) ->
     layout = pipeline.layout()
     result = materialize_stage(context, pipeline, "evaluation")
     report = read_json(layout.eval_dir / "report.json")
-    unlearned = report["models"]["unlearned"]["metrics"]
     return dg.MaterializeResult(metadata={
         **(result.metadata or {}),
         "metrics_table": dg.MetadataValue.md(metrics_table(report)),
         "plot": dg.MetadataValue.path(str(layout.eval_dir / "metrics.png")),
-        "forget_quality": unlearned["forget_quality"],
-        "model_utility": unlearned["model_utility"],
-        "eval_seconds": dg.MetadataValue.json(report["seconds"]),
     })

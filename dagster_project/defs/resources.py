@@ -36,8 +36,7 @@ def _publishable(result: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in result.items() if isinstance(v, (int, float, str, bool))}
 
 
-def materialize_stage(context: dg.AssetExecutionContext, pipeline: PipelineResource, name: str,
-                      extra_metadata: dict[str, Any] | None = None) -> dg.MaterializeResult:
+def materialize_stage(context: dg.AssetExecutionContext, pipeline: PipelineResource, name: str) -> dg.MaterializeResult:
     """Run the core stage `name`, record its outputs in DVC and publish counts, md5s and timing."""
     layout, params = pipeline.layout(), pipeline.params()
     started = time.perf_counter()
@@ -53,7 +52,6 @@ def materialize_stage(context: dg.AssetExecutionContext, pipeline: PipelineResou
         for path in paths:
             if path in md5s:
                 metadata[f"dvc_md5:{Path(path).name}"] = md5s[path]
-    metadata.update(extra_metadata or {})
     return dg.MaterializeResult(metadata=metadata)
 
 

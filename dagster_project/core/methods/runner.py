@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 import random
 import time
@@ -121,6 +122,8 @@ def run_unlearning(
     if mode == "full":
         del model._unlearn_reference
     model.save_pretrained(out_dir)
+    if mode == "lora":
+        sort_adapter_target_modules(out_dir / "adapter_config.json")
     return {
         "method": method_name,
         "mode": mode,
@@ -132,6 +135,14 @@ def run_unlearning(
         "seconds": time.perf_counter() - started,
         "device": device.type,
     }
+
+
+def sort_adapter_target_modules(config_path: Path) -> None:
+    """peft writes `target_modules` from a set, in hash-seed order; sort it so the adapter's md5 is stable."""
+    config = json.loads(config_path.read_text())
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def load_unlearned(model_dir: Path, unlearned_dir: Path, mode: str) -> torch.nn.Module:
