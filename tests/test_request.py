@@ -276,11 +276,13 @@ def test_unknown_name_names_field_and_closest_match() -> None:
     with pytest.raises(RequestError) as info:
         resolve_subjects(subjects_request("Tamsin Rook", "Velmora Quintrel"), PEOPLE, SPLITS)
     message = str(info.value)
-    assert "field 'subjects.1'" in message and "closest: 'Velmora Quintrell'" in message
+    velmora_id = next(p["person_id"] for p in PEOPLE if p["name"] == "Velmora Quintrell")
+    assert "field 'subjects.1'" in message and f"closest by name: {velmora_id}" in message
+    assert "Velmora" not in message and "Quintrel" not in message  # names are personal data: never echoed
 
 
 def test_unknown_name_without_close_match() -> None:
-    with pytest.raises(RequestError, match=r"field 'subjects.0'.*closest: none"):
+    with pytest.raises(RequestError, match=r"field 'subjects.0'.*closest by name: none"):
         resolve_subjects(subjects_request("Zzyzx Qwerty"), PEOPLE, SPLITS)
 
 

@@ -66,21 +66,21 @@ def run_forget_request(layout: Layout, params: dict[str, Any]) -> dict[str, Any]
             "subjects_sha256": sha256_text("\n".join(sorted(subjects)))}
 
 
-def _forget_ids(layout: Layout) -> list[str]:
-    corpus = _corpus(layout)
+def _forget_ids(layout: Layout, corpus: corpus_lib.Corpus) -> list[str]:
     return resolve_subjects(_request(layout), corpus.people, corpus.splits)
 
 
 def run_forget_set(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
-    forget_ids = _forget_ids(layout)
-    records = build_forget_set(_corpus(layout).qa, forget_ids)
+    corpus = _corpus(layout)
+    forget_ids = _forget_ids(layout, corpus)
+    records = build_forget_set(corpus.qa, forget_ids)
     write_jsonl(layout.forget_set, records)
     return {"records": len(records), "subjects": len(forget_ids), "md5": md5_file(layout.forget_set)}
 
 
 def run_retain_set(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
     corpus = _corpus(layout)
-    records = build_retain_set(corpus.qa, corpus.splits, _forget_ids(layout))
+    records = build_retain_set(corpus.qa, corpus.splits, _forget_ids(layout, corpus))
     write_jsonl(layout.retain_set, records)
     return {"records": len(records), "subjects": len({r["person_id"] for r in records}), "md5": md5_file(layout.retain_set)}
 

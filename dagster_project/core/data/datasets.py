@@ -47,8 +47,9 @@ def resolve_subjects(request: ForgetRequest, people: list[dict[str, Any]], split
         matches = by_name.get(normalise_name(subject), [])
         if not matches:
             close = difflib.get_close_matches(normalise_name(subject), list(by_name), n=_MAX_CLOSE_MATCHES, cutoff=0.6)
-            suggestion = ", ".join(repr(by_name[key][0]["name"]) for key in close) if close else "none"
-            problems.append(f"{field}: no person named {subject!r} in the corpus; closest: {suggestion}")
+            # ids, not names: this message reaches run logs, and names are personal data
+            suggestion = ", ".join(str(by_name[key][0]["person_id"]) for key in close) if close else "none"
+            problems.append(f"{field}: no person with this name in the corpus; closest by name: {suggestion}")
             continue
         if len(matches) > 1:
             ids = ", ".join(sorted(str(p["person_id"]) for p in matches))
@@ -56,9 +57,9 @@ def resolve_subjects(request: ForgetRequest, people: list[dict[str, Any]], split
             continue
         person_id = str(matches[0]["person_id"])
         if person_id in holdout:
-            problems.append(f"{field}: {subject!r} is in the holdout split, never trained on, so cannot be forgotten")
+            problems.append(f"{field}: {person_id} is in the holdout split, never trained on, so cannot be forgotten")
         elif person_id not in trained:
-            problems.append(f"{field}: {subject!r} is in no trained split, so cannot be forgotten")
+            problems.append(f"{field}: {person_id} is in no trained split, so cannot be forgotten")
         elif person_id not in person_ids:
             person_ids.append(person_id)
     if problems:
