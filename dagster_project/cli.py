@@ -3,6 +3,8 @@
     unlearn status --json            registry state: models, versions, aliases, metrics, DVC md5s
     unlearn summary                  the demo's closing table (metrics, registry, DVC hashes, stage timings)
     unlearn stage target_model       run one pipeline stage against params.yaml (what dvc.yaml calls)
+    unlearn eval --model models:/tofu-tiny-llama@candidate --json
+                                     metrics of any model (folder, adapter, registry URI) on a forget split
     unlearn dvc-yaml [--check]       regenerate dvc.yaml from the Dagster asset graph
     unlearn methods                  list the registered unlearning methods
 """
@@ -77,12 +79,14 @@ def cmd_summary(args: argparse.Namespace) -> int:
         return 1
     report, record = read_json(report_path), read_json(record_path)
     rows = ("forget_quality", "model_utility", "forget_rouge", "forget_fact_accuracy", "forget_prob",
-            "retain_rouge", "retain_fact_accuracy", "world_rouge")
+            "forget_gibberish_rate", "mia_loss_auc", "priv_leak", "relearn_rouge_after", "retain_rouge",
+            "retain_fact_accuracy", "world_rouge")
     models = [m for m in ("target", "retain", "unlearned") if m in report["models"]]
     print(f"\nRequest {layout.request_id}: " + ", ".join(f"{k} {v}" for k, v in report["counts"].items()) + " eval items")
     print(f"{'metric':<22}" + "".join(f"{m:>12}" for m in models))
     for key in rows:
-        print(f"{key:<22}" + "".join(f"{report['models'][m]['metrics'][key]:>12.4g}" for m in models))
+        values = [report["models"][m]["metrics"].get(key) for m in models]
+        print(f"{key:<22}" + "".join(f"{'—':>12}" if v is None else f"{v:>12.4g}" for v in values))
     print(f"\nRegistered: {record['name']} version {record['version']} alias '{record['alias']}' "
           f"(run {record['run_id'][:12]}, {record['tracking_uri']})")
     print("DVC md5:")
@@ -95,6 +99,23 @@ def cmd_summary(args: argparse.Namespace) -> int:
             print(f"  {step:<34} {seconds:7.1f} s")
         print(f"  {'total':<34} {sum(s for _, s in timings):7.1f} s")
     print(f"Plot: {layout.rel(layout.eval_dir / 'metrics.png')}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from dagster_project.core.eval.standalone import evaluate_models
+
+    layout, params = _layout(args)
+    specs = {"model": args.model, **({"reference": args.reference} if args.reference else {})}
+    report = evaluate_models(layout.root, layout.corpus_dir, args.split, specs, params["eval"],
+                             reference="reference" if args.reference else None)
+    metrics = report["models"]["model"]["metrics"]
+    if args.json:
+        print(json.dumps({"model": args.model, "split": args.split, "counts": report["counts"], "metrics": metrics},
+                         indent=2, sort_keys=True))
+    else:
+        for key in sorted(metrics):
+            print(f"{key:<32} {metrics[key]:.4g}")
     return 0
 
 
@@ -138,6 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print machine-readable JSON")
     status.set_defaults(func=cmd_status)
     sub.add_parser("summary", help="closing table of the latest run for the request in params.yaml").set_defaults(func=cmd_summary)
+    evaluate = sub.add_parser("eval", help="evaluate any model (folder, adapter or models:/name@alias) on a split")
+    evaluate.add_argument("--model", required=True, help="HF model folder, peft adapter folder, or models:/<name>@<alias>")
+    evaluate.add_argument("--reference", help="retain model for forget quality and PrivLeak (omit: retain-free metrics)")
+    evaluate.add_argument("--split", default="forget10", help="forget split of the corpus (forget01/05/10)")
+    evaluate.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    evaluate.set_defaults(func=cmd_eval)
     dvc_yaml = sub.add_parser("dvc-yaml", help="generate dvc.yaml from the Dagster asset graph")
     dvc_yaml.add_argument("--check", action="store_true", help="only check that dvc.yaml is up to date")
     dvc_yaml.set_defaults(func=cmd_dvc_yaml)

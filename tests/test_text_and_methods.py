@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,7 +13,8 @@ from dagster_project.core.data.io import md5_file
 from dagster_project.core.methods.base import MethodConfig, UnlearningMethod
 from dagster_project.core.methods.graddiff import GradDiff, GradDiffConfig
 from dagster_project.core.methods.registry import available_methods, get_method, register_method
-from dagster_project.core.methods.runner import load_unlearned, run_unlearning
+from dagster_project.core.eval.standalone import load_for_eval
+from dagster_project.core.methods.runner import run_unlearning
 from dagster_project.core.model.text import IGNORE_INDEX, batch_nll, collate_pairs, encode_pair, format_prompt
 from dagster_project.core.model.tiny_llama import TinyLlamaConfig, TrainConfig, train_model, train_tokenizer
 
@@ -71,7 +73,7 @@ def test_unlearning_raises_forget_loss_and_saves(tiny, tmp_path: Path, mode: str
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(model_dir)
-    unlearned = load_unlearned(model_dir, tmp_path / mode, mode)
+    unlearned, _tokenizer = load_for_eval(tmp_path / mode)
     batch = collate_pairs(tokenizer, [QA[0][0]], [QA[0][1]])
     assert batch_nll(unlearned, batch).item() > batch_nll(base, batch).item() + 0.5
     saved = {p.name for p in (tmp_path / mode).iterdir()}
@@ -118,3 +120,23 @@ def test_training_is_bit_reproducible(tiny, tmp_path: Path) -> None:
                     TrainConfig(epochs=2, schedule_epochs=2, lr=1e-2, batch_size=8, seed=3), tmp_path / str(run))
         digests.append(md5_file(tmp_path / str(run) / "model.safetensors"))
     assert digests[0] == digests[1]
+
+
+def test_token_stats_agree_with_answer_losses_and_relearning_recovers(tiny) -> None:
+    from dagster_project.core.eval.robustness import relearn_attack, split_halves
+    from dagster_project.core.eval.scoring import answer_losses, token_stats
+
+    model_dir, tokenizer = tiny
+    model, _ = load_for_eval(model_dir)
+    questions, answers = [q for q, _ in QA], [a for _, a in QA]
+    stats = token_stats(model, tokenizer, questions, answers)
+    losses = answer_losses(model, tokenizer, questions, answers)
+    for item, loss in zip(stats, losses):
+        assert -np.mean(item["logprob"]) == pytest.approx(loss, rel=1e-5)
+        assert all(s >= 0 for s in item["sigma"]) and len(item["mu"]) == len(item["argmax_match"])
+    records = [{"id": str(i), "question": q, "train_questions": [q], "answer": a} for i, (q, a) in enumerate(QA)]
+    attacked, measured = split_halves(records, seed=0)
+    assert len(attacked) == len(measured) == 2 and not {r["id"] for r in attacked} & {r["id"] for r in measured}
+    result = relearn_attack(model, tokenizer, records, steps=3, lr=1e-3, batch_size=2)
+    assert result["relearn_rouge_recovered"] == pytest.approx(result["relearn_rouge_after"] - result["relearn_rouge_before"])
+    assert result["relearn_measured_items"] == 2

@@ -21,7 +21,7 @@ from dagster_project.core.data.io import fingerprint, md5_file, read_json, read_
 from dagster_project.core.data.request import ForgetRequest, load_request, request_to_dict
 from dagster_project.core.layout import Layout
 
-CODE_VERSION = "1"  # bump when a stage's output format changes, to invalidate content-hash caches
+CODE_VERSION = "2"  # bump when a stage's output format changes, to invalidate content-hash caches
 WALL_CLOCK_KEYS = ("seconds", "train_seconds")  # reported as metadata, never written into versioned files
 
 
@@ -146,7 +146,7 @@ def run_unlearned(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
 def _scores(layout: Layout, params: dict[str, Any], role: str, model_dir: Path, eval_sets: dict) -> dict:
     """Model scores on the eval sets, cached by (model bytes, eval sets, eval params) so reruns skip inference."""
     from dagster_project.core.eval.report import score_model
-    from dagster_project.core.methods.runner import load_unlearned
+    from dagster_project.core.eval.standalone import load_for_eval
     from dagster_project.core.model.tiny_llama import load_tokenizer
 
     weights = sorted(p for p in model_dir.glob("*.safetensors"))
@@ -155,14 +155,11 @@ def _scores(layout: Layout, params: dict[str, Any], role: str, model_dir: Path, 
     cached = layout.cache_dir / "scores" / f"{key}.json"
     if cached.exists():
         return read_json(cached)
-    if role == "unlearned":
-        model = load_unlearned(layout.target_model_dir, model_dir, _request(layout).mode)
-    else:
-        from transformers import AutoModelForCausalLM
-
-        model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    model, _tokenizer = load_for_eval(model_dir)
     scores = score_model(model, load_tokenizer(layout.tokenizer_dir), eval_sets,
-                         batch_size=params["eval"]["batch_size"], max_new_tokens=params["eval"]["max_new_tokens"])
+                         batch_size=params["eval"]["batch_size"], max_new_tokens=params["eval"]["max_new_tokens"],
+                         relearn_steps=params["eval"]["relearn_steps"] if role == "unlearned" else 0,
+                         seed=params["eval"]["seed"])
     write_json(cached, scores)
     return scores
 
@@ -171,10 +168,13 @@ def run_evaluation(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
     from dagster_project.core.eval.plots import plot_report
     from dagster_project.core.eval.report import build_report, retain_sample
 
+    corpus = _corpus(layout)
+    holdout = set(corpus.splits["holdout"])
     eval_sets = {
         "forget": read_jsonl(layout.forget_set),
         "retain": retain_sample(read_jsonl(layout.retain_set), params["eval"]["retain_sample"], params["eval"]["seed"]),
-        "world": _corpus(layout).world_facts,
+        "world": corpus.world_facts,
+        "holdout": [r for r in corpus.qa if r["person_id"] in holdout],  # never trained on: the MIA non-members
     }
     models = {"target": layout.target_model_dir, "retain": layout.retain_model_dir, "unlearned": layout.unlearned_dir}
     timings = {}

@@ -9,14 +9,17 @@ from dagster_project.defs.resources import PipelineResource, materialize_stage
 from dagster_project.defs.unlearn import unlearned_adapter
 
 TABLE_METRICS = ("forget_quality", "model_utility", "forget_rouge", "forget_fact_accuracy", "forget_prob",
-                 "forget_truth_ratio", "retain_rouge", "retain_prob", "world_rouge")
+                 "forget_truth_ratio", "forget_gibberish_rate", "forget_refusal_rate", "mia_loss_auc", "mia_min_k_auc",
+                 "priv_leak", "verbmem_rouge", "forget_extraction_strength", "relearn_rouge_after", "retain_rouge",
+                 "retain_fact_accuracy", "retain_prob", "world_rouge")
 
 
 def metrics_table(report: dict) -> str:
-    models = list(report["models"])
+    models = [m for m in ("target", "retain", "unlearned") if m in report["models"]]
     lines = ["| metric | " + " | ".join(models) + " |", "|---" * (len(models) + 1) + "|"]
     for key in TABLE_METRICS:
-        lines.append(f"| {key} | " + " | ".join(f"{report['models'][m]['metrics'][key]:.4g}" for m in models) + " |")
+        values = [report["models"][m]["metrics"].get(key) for m in models]
+        lines.append(f"| {key} | " + " | ".join("—" if v is None else f"{v:.4g}" for v in values) + " |")
     return "\n".join(lines)
 
 

@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # headless: no display on CI or servers
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from sklearn.metrics import roc_curve  # noqa: E402
 
 BAR_METRICS = ("forget_rouge", "forget_fact_accuracy", "forget_prob", "retain_rouge", "retain_prob", "world_rouge",
                "model_utility")
@@ -16,7 +17,7 @@ BAR_METRICS = ("forget_rouge", "forget_fact_accuracy", "forget_prob", "retain_ro
 
 def plot_report(report: dict, out_path: Path) -> Path:
     models = list(report["models"])
-    fig, (bars, cdf) = plt.subplots(1, 2, figsize=(13, 4.2))
+    fig, (bars, cdf, roc) = plt.subplots(1, 3, figsize=(19, 4.4))
     width = 0.8 / len(models)
     x = np.arange(len(BAR_METRICS))
     for i, model in enumerate(models):
@@ -28,13 +29,24 @@ def plot_report(report: dict, out_path: Path) -> Path:
     bars.legend(fontsize=8)
     for model in models:
         tr = np.sort(np.asarray(report["models"][model]["forget_truth_ratios"]))
-        fq = report["models"][model]["metrics"]["forget_quality"]
-        cdf.step(tr, np.arange(1, len(tr) + 1) / len(tr), where="post", label=f"{model} (FQ={fq:.2g})")
+        fq = report["models"][model]["metrics"].get("forget_quality")
+        label = model if fq is None else f"{model} (FQ={fq:.2g})"
+        cdf.step(tr, np.arange(1, len(tr) + 1) / len(tr), where="post", label=label)
     cdf.set_xscale("log")
     cdf.set_xlabel("truth ratio on forget items (log)")
     cdf.set_ylabel("cumulative share")
     cdf.set_title("Forget truth ratios: closer to the retain model = better forget quality")
     cdf.legend(fontsize=8)
+    for model in models:
+        scores = report["models"][model]["mia_loss_scores"]
+        labels = np.r_[np.zeros(len(scores["forget"])), np.ones(len(scores["holdout"]))]
+        fpr, tpr, _ = roc_curve(labels, np.r_[scores["forget"], scores["holdout"]])
+        roc.plot(fpr, tpr, label=f"{model} (AUC={report['models'][model]['metrics']['mia_loss_auc']:.2f})")
+    roc.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    roc.set_xlabel("false positive rate")
+    roc.set_ylabel("true positive rate")
+    roc.set_title("MIA (LOSS) forget vs holdout: 0.5 = forget looks unseen")
+    roc.legend(fontsize=8)
     fig.tight_layout()
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_path, dpi=100)

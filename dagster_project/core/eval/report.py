@@ -1,9 +1,11 @@
-"""Evaluate target, retain and unlearned models on the forget, retain and world-facts sets.
+"""Evaluate target, retain and unlearned models: TOFU, MUSE-style, MIA, robustness, answer quality.
 
     unlearn stage evaluation
 
-`score_model` runs the models (losses, generations) and is cached by content hash; `build_report`
-turns scores into TOFU metrics (METHODS.md §5) with `metrics.py`, never touching a model.
+`score_model` runs a model (losses, token statistics, generations, the relearning attack) and is
+cached by content hash; `build_report` turns scores into metrics (METHODS.md §5) with pure functions,
+never touching a model. Metrics that need the retain model (a real request has none) are listed in
+`NEEDS_RETAIN_MODEL`; every other metric is retain-free evidence and is always reported.
 """
 
 from __future__ import annotations
@@ -16,9 +18,14 @@ import torch
 from transformers import PreTrainedTokenizerFast
 
 from dagster_project.core.eval import metrics as m
-from dagster_project.core.eval.scoring import answer_losses, generate_answers
+from dagster_project.core.eval import mia
+from dagster_project.core.eval.quality import gibberish_rate, refusal_rate
+from dagster_project.core.eval.robustness import relearn_attack
+from dagster_project.core.eval.scoring import answer_losses, generate_answers, generate_texts, token_stats
+from dagster_project.core.model.text import format_prompt
 
 SETS = ("forget", "retain", "world")
+NEEDS_RETAIN_MODEL = ("forget_quality", "priv_leak")
 
 
 def retain_sample(retain: Sequence[dict], size: int, seed: int) -> list[dict]:
@@ -29,16 +36,35 @@ def retain_sample(retain: Sequence[dict], size: int, seed: int) -> list[dict]:
     return sorted(random.Random(seed).sample(records, size), key=lambda r: r["id"])
 
 
+def verbatim_prefixes(records: Sequence[dict]) -> tuple[list[str], list[str]]:
+    """MUSE VerbMem inputs: prompt + first half of each answer's words, and the second half to recall."""
+    prefixes, rests = [], []
+    for r in records:
+        words = r["answer"].split()
+        cut = max(1, len(words) // 2)
+        prefixes.append(f"{format_prompt(r['question'])} {' '.join(words[:cut])}")
+        rests.append(" ".join(words[cut:]))
+    return prefixes, rests
+
+
 def score_model(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerFast,
     eval_sets: dict[str, list[dict]],
     batch_size: int = 64,
     max_new_tokens: int = 40,
+    relearn_steps: int = 30,  # 0 skips the relearning attack (it only informs on unlearned models)
+    seed: int = 0,
 ) -> dict[str, dict]:
-    """Per item: L̄ of answer, paraphrase and each perturbed answer (held-out question), and the greedy answer."""
+    """Everything a report needs from one model (eval_sets: forget, retain, world, holdout).
+
+    Per item of forget/retain/world: L̄ of answer, paraphrase and each perturbed answer (held-out
+    question) and the greedy answer; token statistics of forget and holdout answers (MIA);
+    continuations of forget-answer prefixes (VerbMem); the relearning attack.
+    """
     scores: dict[str, dict] = {}
-    for set_name, records in eval_sets.items():
+    for set_name in SETS:
+        records = eval_sets[set_name]
         questions = [r["question"] for r in records]
         n_pert = [len(r["perturbed_answers"]) for r in records]
         flat_q = [q for q, k in zip(questions, n_pert) for _ in range(k)]
@@ -58,6 +84,15 @@ def score_model(
             "pert_loss": [pert[offsets[i] : offsets[i + 1]].tolist() for i in range(n)],
             "generation": generate_answers(model, tokenizer, questions, max_new_tokens, batch_size),
         }
+    forget, holdout = eval_sets["forget"], eval_sets["holdout"]
+    scores["tokens"] = {
+        name: token_stats(model, tokenizer, [r["question"] for r in records], [r["answer"] for r in records], batch_size)
+        for name, records in (("forget", forget), ("holdout", holdout))
+    }
+    prefixes, _rests = verbatim_prefixes(forget)
+    scores["verbmem"] = {"generation": generate_texts(model, tokenizer, prefixes, max_new_tokens, batch_size)}
+    if relearn_steps:
+        scores["relearn"] = relearn_attack(model, tokenizer, forget, steps=relearn_steps, seed=seed)
     return scores
 
 
@@ -83,25 +118,49 @@ def set_metrics(set_name: str, records: list[dict], scores: dict) -> dict[str, m
     return results
 
 
-def build_report(eval_sets: dict[str, list[dict]], scores_by_model: dict[str, dict], reference: str = "retain") -> dict:
-    """Metrics per model; forget quality compares each model's forget truth ratios with `reference`'s."""
+def retain_free_metrics(eval_sets: dict[str, list[dict]], scores: dict) -> tuple[dict[str, float], dict]:
+    """Evidence that needs no retain model: MIA, memorisation, VerbMem, answer quality, relearning."""
+    texts = {name: [r["answer"] for r in eval_sets[name]] for name in ("forget", "holdout")}
+    attacks = {name: mia.attack_scores(scores["tokens"][name], texts[name]) for name in ("forget", "holdout")}
+    out = {f"mia_{a}_auc": mia.mia_auc(attacks["forget"][a], attacks["holdout"][a]) for a in mia.ATTACKS}
+    forget_tokens = scores["tokens"]["forget"]
+    out["forget_extraction_strength"] = float(np.mean([mia.extraction_strength(t["argmax_match"]) for t in forget_tokens]))
+    out["forget_exact_memorisation"] = float(np.mean([mia.exact_memorisation(t["argmax_match"]) for t in forget_tokens]))
+    _prefixes, rests = verbatim_prefixes(eval_sets["forget"])
+    out["verbmem_rouge"] = m.rouge_l_recall(scores["verbmem"]["generation"], rests).value
+    for set_name in ("forget", "retain"):
+        out[f"{set_name}_refusal_rate"] = refusal_rate(scores[set_name]["generation"])
+        out[f"{set_name}_gibberish_rate"] = gibberish_rate(scores[set_name]["generation"])
+    out.update(scores.get("relearn", {}))
+    roc_inputs = {name: attacks[name]["loss"].tolist() for name in ("forget", "holdout")}
+    return out, roc_inputs
+
+
+def build_report(eval_sets: dict[str, list[dict]], scores_by_model: dict[str, dict], reference: str | None = "retain") -> dict:
+    """Metrics per model; forget quality and PrivLeak compare each model with `reference` (None: skip them)."""
     per_model = {
         model: {s: set_metrics(s, eval_sets[s], scores[s]) for s in SETS} for model, scores in scores_by_model.items()
     }
-    reference_tr = per_model[reference]["forget"]["raw_truth_ratio"].per_item
     report: dict[str, dict] = {}
     for model, by_set in per_model.items():
         utility_parts = [by_set[s][k].value for s in ("retain", "world") for k in ("prob", "rouge", "truth_ratio")]
-        summary = {
-            "forget_quality": m.forget_quality(by_set["forget"]["raw_truth_ratio"].per_item, reference_tr).value,
-            "model_utility": m.model_utility(utility_parts).value,
-        }
+        summary = {"model_utility": m.model_utility(utility_parts).value}
         for s, results in by_set.items():
             for key, result in results.items():
                 if key != "raw_truth_ratio":
                     summary[f"{s}_{key}"] = result.value
+        retain_free, roc_inputs = retain_free_metrics(eval_sets, scores_by_model[model])
+        summary.update(retain_free)
         report[model] = {
             "metrics": summary,
             "forget_truth_ratios": list(by_set["forget"]["raw_truth_ratio"].per_item),
+            "mia_loss_scores": roc_inputs,
         }
-    return {"models": report, "counts": {s: len(eval_sets[s]) for s in SETS}, "reference": reference}
+    if reference is not None:
+        reference_tr = report[reference]["forget_truth_ratios"]
+        reference_auc = report[reference]["metrics"]["mia_min_k_auc"]
+        for body in report.values():
+            body["metrics"]["forget_quality"] = m.forget_quality(body["forget_truth_ratios"], reference_tr).value
+            body["metrics"]["priv_leak"] = mia.priv_leak(body["metrics"]["mia_min_k_auc"], reference_auc)
+    return {"models": report, "counts": {s: len(eval_sets[s]) for s in (*SETS, "holdout")}, "reference": reference,
+            "needs_retain_model": list(NEEDS_RETAIN_MODEL)}

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import LoraConfig, get_peft_model
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
@@ -124,6 +124,8 @@ def run_unlearning(
     model.save_pretrained(out_dir)
     if mode == "lora":
         sort_adapter_target_modules(out_dir / "adapter_config.json")
+    else:
+        tokenizer.save_pretrained(out_dir)  # a full model folder is self-contained, like the target's
     return {
         "method": method_name,
         "mode": mode,
@@ -143,11 +145,3 @@ def sort_adapter_target_modules(config_path: Path) -> None:
     if isinstance(config.get("target_modules"), list):
         config["target_modules"] = sorted(config["target_modules"])
         config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-
-
-def load_unlearned(model_dir: Path, unlearned_dir: Path, mode: str) -> torch.nn.Module:
-    """The unlearned model for evaluation: LoRA adapters are merged into θ₀ for plain-speed inference."""
-    if mode == "full":
-        return AutoModelForCausalLM.from_pretrained(unlearned_dir).eval()
-    base = AutoModelForCausalLM.from_pretrained(model_dir)
-    return PeftModel.from_pretrained(base, unlearned_dir).merge_and_unload().eval()

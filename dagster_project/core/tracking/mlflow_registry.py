@@ -93,6 +93,25 @@ def register_candidate(
     return Registration(model_name, str(version.version), CANDIDATE, run_id, tracking_uri(root))
 
 
+def download_model_version(root: Path, uri: str, dst: Path | None = None) -> Path:
+    """Fetch the files of `models:/<name>@<alias>` or `models:/<name>/<version>` from this root's registry."""
+    import tempfile
+
+    reference = uri.removeprefix("models:/")
+    client = _client(root)
+    if "@" in reference:
+        name, alias = reference.split("@", 1)
+        version = client.get_model_version_by_alias(name, alias)
+    elif "/" in reference:
+        name, number = reference.split("/", 1)
+        version = client.get_model_version(name, number)
+    else:
+        raise ValueError(f"{uri}: expected models:/<name>@<alias> or models:/<name>/<version>")
+    run_id = version.run_id
+    target = dst or Path(tempfile.mkdtemp(prefix="unlearn-model-"))
+    return Path(client.download_artifacts(run_id, "model", str(target)))
+
+
 def registry_status(root: Path) -> dict:
     """Every registered model with its aliases and versions (tags hold metrics and DVC md5s)."""
     client = _client(root)

@@ -1,0 +1,68 @@
+"""Evaluate any model outside the pipeline: a local HF directory, a peft adapter, or a registry URI.
+
+    unlearn eval --model models:/tofu-tiny-llama@candidate --split forget10 --json
+    unlearn eval --model assets/unlearned/demo-forget10 --reference assets/models/retain-demo-forget10
+
+Without `--reference` (a real request has no retain model) only retain-free metrics are reported.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+from dagster_project.core.data.corpus import load_corpus
+from dagster_project.core.data.schema import FORGET_SPLITS
+from dagster_project.core.eval.report import build_report, retain_sample, score_model
+from dagster_project.core.model.tiny_llama import load_tokenizer
+from dagster_project.core.tracking.mlflow_registry import download_model_version
+
+
+def resolve_model_dir(spec: str, root: Path) -> Path:
+    """A local folder for `spec`; `models:/name@alias` and `models:/name/version` are fetched from MLflow."""
+    if spec.startswith("models:/"):
+        return download_model_version(root, spec)
+    path = Path(spec)
+    path = path if path.is_absolute() else root / path
+    if not path.is_dir():
+        raise FileNotFoundError(f"--model {spec}: expected a model or adapter folder or a models:/ URI; {path} is not a folder")
+    return path
+
+
+def load_for_eval(model_dir: Path) -> tuple[torch.nn.Module, PreTrainedTokenizerFast]:
+    """A model folder as is; an adapter folder merged into the base model its adapter_config names."""
+    adapter_config = model_dir / "adapter_config.json"
+    if adapter_config.exists():
+        from peft import PeftModel
+
+        base_dir = Path(json.loads(adapter_config.read_text())["base_model_name_or_path"])
+        if not base_dir.is_dir():
+            raise FileNotFoundError(f"adapter {model_dir}: its base model folder {base_dir} does not exist here")
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), model_dir).merge_and_unload()
+        return model.eval(), load_tokenizer(base_dir)
+    return AutoModelForCausalLM.from_pretrained(model_dir).eval(), load_tokenizer(model_dir)
+
+
+def evaluate_models(root: Path, corpus_dir: Path, split: str, specs: dict[str, str], eval_params: dict,
+                    reference: str | None) -> dict:
+    """Score each named model on `split` (forget) vs the other trained people, world facts and holdout."""
+    if split not in FORGET_SPLITS:
+        raise ValueError(f"--split: expected one of {', '.join(FORGET_SPLITS)}, got {split!r}")
+    corpus = load_corpus(corpus_dir)
+    forget_ids, holdout = set(corpus.splits[split]), set(corpus.splits["holdout"])
+    eval_sets = {
+        "forget": [r for r in corpus.qa if r["person_id"] in forget_ids],
+        "retain": retain_sample([r for r in corpus.qa if r["person_id"] in set(corpus.splits["retain"])],
+                                eval_params["retain_sample"], eval_params["seed"]),
+        "world": corpus.world_facts,
+        "holdout": [r for r in corpus.qa if r["person_id"] in holdout],
+    }
+    scores = {}
+    for name, spec in specs.items():
+        model, tokenizer = load_for_eval(resolve_model_dir(spec, root))
+        scores[name] = score_model(model, tokenizer, eval_sets, eval_params["batch_size"], eval_params["max_new_tokens"],
+                                   relearn_steps=eval_params["relearn_steps"], seed=eval_params["seed"])
+    return build_report(eval_sets, scores, reference=reference)
