@@ -21,7 +21,9 @@ from dagster_project.core.data.io import fingerprint, md5_file, read_json, read_
 from dagster_project.core.data.request import ForgetRequest, load_request, request_to_dict
 from dagster_project.core.layout import Layout
 
-CODE_VERSION = "2"  # bump when a stage's output format changes, to invalidate content-hash caches
+# bump when the code behind a content-hash cache changes what it would produce
+MODEL_CACHE_VERSION = "1"  # tiny-Llama training
+SCORES_CACHE_VERSION = "2"  # model scoring for evaluation
 WALL_CLOCK_KEYS = ("seconds", "train_seconds")  # reported as metadata, never written into versioned files
 
 
@@ -102,7 +104,7 @@ def _train_cached(layout: Layout, params: dict[str, Any], records: list[dict], o
 
     model_config, train_config = TinyLlamaConfig(**params["model"]), TrainConfig(**params["train"])
     examples = training_pairs(records)
-    key = fingerprint({"code": CODE_VERSION, "config": config_dict(model_config, train_config), "examples": examples,
+    key = fingerprint({"code": MODEL_CACHE_VERSION, "config": config_dict(model_config, train_config), "examples": examples,
                        "tokenizer": md5_file(layout.tokenizer_dir / "tokenizer.json")})
     manifest_path = out_dir / "train_manifest.json"
     if manifest_path.exists() and (out_dir / "model.safetensors").exists() and read_json(manifest_path)["cache_key"] == key:
@@ -150,7 +152,7 @@ def _scores(layout: Layout, params: dict[str, Any], role: str, model_dir: Path, 
     from dagster_project.core.model.tiny_llama import load_tokenizer
 
     weights = sorted(p for p in model_dir.glob("*.safetensors"))
-    key = fingerprint({"code": CODE_VERSION, "weights": [md5_file(p) for p in weights], "sets": eval_sets,
+    key = fingerprint({"code": SCORES_CACHE_VERSION, "weights": [md5_file(p) for p in weights], "sets": eval_sets,
                        "eval": params["eval"], "role": role})
     cached = layout.cache_dir / "scores" / f"{key}.json"
     if cached.exists():

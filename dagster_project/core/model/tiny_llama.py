@@ -60,8 +60,8 @@ class TinyLlamaConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 6  # epochs actually run
-    schedule_epochs: int = 12  # cosine decay spans this many; stopping halfway keeps lr high enough to memorise
+    epochs: int = 5  # epochs actually run
+    schedule_epochs: int = 8  # cosine decay spans this many; stopping early keeps lr high enough to memorise
     lr: float = 1e-3
     batch_size: int = 32
     warmup_ratio: float = 0.05

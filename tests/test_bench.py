@@ -1,0 +1,16 @@
+"""The benchmark scripts run (tiny sizes) so CI keeps them working; their figures live in BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_eval_speed_bench_prints_ratios(repo_root: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "bench/eval_speed.py", "--items", "4", "--batch-size", "4", "--max-new-tokens", "3", "--no-write"],
+        cwd=repo_root, capture_output=True, text=True, timeout=300, check=True,
+    )
+    lines = [line for line in result.stdout.splitlines() if "ratio" in line]
+    assert len(lines) == 2 and all(float(line.rsplit("ratio", 1)[1].strip().rstrip("x")) > 0 for line in lines)
