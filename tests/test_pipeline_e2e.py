@@ -43,6 +43,16 @@ def test_whole_graph_registers_a_candidate_with_dvc_hashes(micro_root: Path, cap
     for key in ("forget_quality", "model_utility", "forget_rouge"):
         assert 0.0 <= version["metrics"][key] <= 1.0
 
+    # flat, stable run metric names; the retain model compared with itself has forget quality 1
+    from mlflow import MlflowClient
+
+    from dagster_project.core.tracking.mlflow_registry import tracking_uri
+
+    run_metrics = MlflowClient(tracking_uri=tracking_uri(micro_root)).get_run(version["run_id"]).data.metrics
+    assert run_metrics["forget10/forget_quality"] == pytest.approx(version["metrics"]["forget_quality"], rel=1e-5)
+    assert run_metrics["retain/forget10/forget_quality"] == 1.0
+    assert run_metrics["retain/forget10/priv_leak"] == 0.0
+
     # the Dagster metadata carries the same md5 DVC recorded, and no forget-set text
     forget_event = result.asset_materializations_for_node("forget_set")[0]
     assert forget_event.metadata["dvc_md5:forget.jsonl"].value == locked["forget_set"][layout.rel(layout.forget_set)]

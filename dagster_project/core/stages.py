@@ -202,8 +202,12 @@ def run_registered_model(layout: Layout, params: dict[str, Any]) -> dict[str, An
 
     request = _request(layout)
     report = read_json(layout.eval_dir / "report.json")
-    metrics = {f"{model}.{k}": v for model, body in report["models"].items() for k, v in body["metrics"].items()}
-    metrics.update({k: v for k, v in report["models"]["unlearned"]["metrics"].items()})
+    # flat, stable MLflow names: "<scope>/<metric>" for the candidate, "<model>/<scope>/<metric>" for references
+    scope = request.split or "request"
+    candidate_metrics = report["models"]["unlearned"]["metrics"]
+    metrics = {f"{scope}/{k}": v for k, v in candidate_metrics.items()}
+    metrics.update({f"{model}/{scope}/{k}": v for model in ("target", "retain")
+                    for k, v in report["models"][model]["metrics"].items()})
     md5s = {}
     for stage, path in (("forget_set", layout.forget_set), ("retain_set", layout.retain_set),
                         ("unlearned_adapter", layout.unlearned_dir), ("target_model", layout.target_model_dir)):
@@ -215,7 +219,7 @@ def run_registered_model(layout: Layout, params: dict[str, Any]) -> dict[str, An
     registration = register_candidate(
         layout.root, params["registry"]["model_name"], request.id,
         params={"method": request.method, "mode": request.mode, **{f"hp.{k}": v for k, v in hyperparameters.items()}},
-        metrics=metrics, tags=tags,
+        metrics=metrics, version_metrics=candidate_metrics, tags=tags,
         artifact_dirs={"model": layout.unlearned_dir, "evaluation": layout.eval_dir},
     )
     record = {**registration.to_dict(), "dvc_md5": md5s, "metrics": report["models"]["unlearned"]["metrics"]}

@@ -60,10 +60,14 @@ def register_candidate(
     run_name: str,
     params: dict[str, str | int | float],
     metrics: dict[str, float],
+    version_metrics: dict[str, float],
     tags: dict[str, str],
     artifact_dirs: dict[str, Path],
 ) -> Registration:
-    """Log a run, register its `model` artifact as a new version and point alias `candidate` at it."""
+    """Log a run, register its `model` artifact as a new version and point alias `candidate` at it.
+
+    `metrics` go to the run; `version_metrics` (the candidate's own) also become `metric.<name>` version tags.
+    """
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.exceptions import MlflowException
 
@@ -87,7 +91,7 @@ def register_candidate(
             raise
         client.create_registered_model(model_name, description="Unlearned candidates of the target model")
     version = client.create_model_version(model_name, source=f"{run.info.artifact_uri}/model", run_id=run_id, tags=tags)
-    for key, value in metrics.items():
+    for key, value in version_metrics.items():
         client.set_model_version_tag(model_name, version.version, f"metric.{key}", f"{value:.6g}")
     client.set_registered_model_alias(model_name, CANDIDATE, version.version)
     return Registration(model_name, str(version.version), CANDIDATE, run_id, tracking_uri(root))
