@@ -5,13 +5,27 @@ The metric formulas live in `metrics.py` and only see the numbers and strings pr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 from transformers import PreTrainedTokenizerFast
 
 from dagster_project.core.model.text import IGNORE_INDEX, collate_pairs, format_prompt, sequence_nll
+
+
+def _pair_batches(
+    model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, questions: Sequence[str], answers: Sequence[str],
+    batch_size: int, caller: str,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Padded answer-only-labelled batches on the model's device (the model is put in eval mode)."""
+    if len(questions) != len(answers):
+        raise ValueError(f"{caller}: {len(questions)} questions but {len(answers)} answers")
+    model.eval()
+    device = next(model.parameters()).device
+    for start in range(0, len(questions), batch_size):
+        batch = collate_pairs(tokenizer, questions[start : start + batch_size], answers[start : start + batch_size])
+        yield {k: v.to(device) for k, v in batch.items()}
 
 
 @torch.no_grad()
@@ -23,15 +37,8 @@ def answer_losses(
     batch_size: int = 64,
 ) -> np.ndarray:
     """L̄(q, a): mean answer-token NLL per pair, shape (n,)."""
-    if len(questions) != len(answers):
-        raise ValueError(f"answer_losses: {len(questions)} questions but {len(answers)} answers")
-    model.eval()
-    out: list[np.ndarray] = []
-    for start in range(0, len(questions), batch_size):
-        batch = collate_pairs(tokenizer, questions[start : start + batch_size], answers[start : start + batch_size])
-        device = next(model.parameters()).device
-        batch = {k: v.to(device) for k, v in batch.items()}
-        out.append(sequence_nll(model, batch).float().cpu().numpy())
+    out = [sequence_nll(model, batch).float().cpu().numpy()
+           for batch in _pair_batches(model, tokenizer, questions, answers, batch_size, "answer_losses")]
     return np.concatenate(out) if out else np.zeros(0)
 
 
@@ -91,14 +98,8 @@ def token_stats(
     One batched forward; the inputs of MIA (LOSS, zlib, Min-K%, Min-K%++), extraction strength and
     exact memorisation.
     """
-    if len(questions) != len(answers):
-        raise ValueError(f"token_stats: {len(questions)} questions but {len(answers)} answers")
-    model.eval()
-    device = next(model.parameters()).device
     out: list[dict[str, list]] = []
-    for start in range(0, len(questions), batch_size):
-        batch = collate_pairs(tokenizer, questions[start : start + batch_size], answers[start : start + batch_size])
-        batch = {k: v.to(device) for k, v in batch.items()}
+    for batch in _pair_batches(model, tokenizer, questions, answers, batch_size, "token_stats"):
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
         labels = batch["labels"][:, 1:]
         logp_all = torch.log_softmax(logits, dim=-1)  # (batch, seq-1, vocab)
