@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # headless: no display on CI or servers
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
 BAR_METRICS = ("forget_rouge", "forget_fact_accuracy", "forget_prob", "retain_rouge", "retain_prob", "world_rouge",
@@ -17,7 +18,8 @@ BAR_METRICS = ("forget_rouge", "forget_fact_accuracy", "forget_prob", "retain_ro
 
 def plot_report(report: dict, out_path: Path) -> Path:
     models = list(report["models"])
-    fig, (bars, cdf, roc) = plt.subplots(1, 3, figsize=(19, 4.4))
+    fig, axes = plt.subplots(2, 3, figsize=(19, 8.4))
+    bars, cdf, roc = axes[0]
     width = 0.8 / len(models)
     x = np.arange(len(BAR_METRICS))
     for i, model in enumerate(models):
@@ -33,6 +35,7 @@ def plot_report(report: dict, out_path: Path) -> Path:
         label = model if fq is None else f"{model} (FQ={fq:.2g})"
         cdf.step(tr, np.arange(1, len(tr) + 1) / len(tr), where="post", label=label)
     cdf.set_xscale("log")
+    cdf.xaxis.set_minor_formatter(NullFormatter())  # log-axis minor labels overlap
     cdf.set_xlabel("truth ratio on forget items (log)")
     cdf.set_ylabel("cumulative share")
     cdf.set_title("Forget truth ratios: closer to the retain model = better forget quality")
@@ -47,6 +50,17 @@ def plot_report(report: dict, out_path: Path) -> Path:
     roc.set_ylabel("true positive rate")
     roc.set_title("MIA (LOSS) forget vs holdout: 0.5 = forget looks unseen")
     roc.legend(fontsize=8)
+    bins = np.logspace(-1.5, 1, 30)  # truth ratios of this corpus lie within ~0.03..10
+    for ax, model in zip(axes[1], models[:3]):
+        for set_name in ("forget", "retain"):
+            values = np.clip(report["models"][model][f"{set_name}_truth_ratios"], bins[0], bins[-1])
+            ax.hist(values, bins=bins, alpha=0.6, label=f"{set_name} items")
+        ax.set_xscale("log")
+        ax.set_xlabel("truth ratio P(perturbed)/P(paraphrase) (log)")
+        ax.set_title(f"{model}: truth ratios, forget vs retain items")
+        ax.legend(fontsize=8)
+    for ax in axes[1][len(models):]:
+        ax.set_visible(False)
     fig.tight_layout()
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_path, dpi=100)

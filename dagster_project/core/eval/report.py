@@ -154,6 +154,7 @@ def build_report(eval_sets: dict[str, list[dict]], scores_by_model: dict[str, di
         report[model] = {
             "metrics": summary,
             "forget_truth_ratios": list(by_set["forget"]["raw_truth_ratio"].per_item),
+            "retain_truth_ratios": list(by_set["retain"]["raw_truth_ratio"].per_item),
             "mia_loss_scores": roc_inputs,
         }
     if reference is not None:
