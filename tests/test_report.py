@@ -34,7 +34,8 @@ def fake_scores(answer_loss: float, remembers: bool) -> dict:
                           "argmax_match": [remembers] * 5} for _ in range(4)]
     return {**{s: set_scores(SETS[s]) for s in ("forget", "retain", "world")},
             "tokens": {"forget": tokens(-0.1 if remembers else -3.0), "holdout": tokens(-2.0)},
-            "verbmem": {"generation": [r["answer"].split(" ", 2)[2] if remembers else "" for r in SETS["forget"]]}}
+            "verbmem": {"generation": [r["answer"].split(" ", 2)[2] if remembers else "" for r in SETS["forget"]]},
+            "seen_phrasing": {"generation": [r["answer"] if remembers else "" for r in SETS["forget"]]}}
 
 
 def test_report_values_and_retain_free_mode() -> None:
@@ -46,6 +47,7 @@ def test_report_values_and_retain_free_mode() -> None:
     assert target["forget_truth_ratio"] == pytest.approx(0.5) and target["retain_truth_ratio"] == pytest.approx(0.5)
     assert target["mia_loss_auc"] == 1.0 and retain["mia_loss_auc"] == 0.0  # retain: forget *less* likely than holdout
     assert target["forget_gibberish_rate"] == 0.0 and retain["forget_gibberish_rate"] == 1.0
+    assert target["forget_seen_phrasing_rouge"] == 1.0 and retain["forget_seen_phrasing_rouge"] == 0.0
     assert target["forget_extraction_strength"] == 1.0 and retain["forget_exact_memorisation"] == 0.0
     # Min-K% AUC: target 1, retain 0 -> PrivLeak(target) = ((1 - 1) - (1 - 0)) / (1 - 0) * 100 = -100
     assert retain["mia_min_k_auc"] == 0.0 and target["priv_leak"] == pytest.approx(-100.0)
