@@ -149,7 +149,6 @@ def _scores(layout: Layout, params: dict[str, Any], role: str, model_dir: Path, 
     """Model scores on the eval sets, cached by (model bytes, eval sets, eval params) so reruns skip inference."""
     from dagster_project.core.eval.report import score_model
     from dagster_project.core.eval.standalone import load_for_eval
-    from dagster_project.core.model.tiny_llama import load_tokenizer
 
     weights = sorted(p for p in model_dir.glob("*.safetensors"))
     key = fingerprint({"code": SCORES_CACHE_VERSION, "weights": [md5_file(p) for p in weights], "sets": eval_sets,
@@ -157,8 +156,8 @@ def _scores(layout: Layout, params: dict[str, Any], role: str, model_dir: Path, 
     cached = layout.cache_dir / "scores" / f"{key}.json"
     if cached.exists():
         return read_json(cached)
-    model, _tokenizer = load_for_eval(model_dir)
-    scores = score_model(model, load_tokenizer(layout.tokenizer_dir), eval_sets,
+    model, tokenizer = load_for_eval(model_dir)
+    scores = score_model(model, tokenizer, eval_sets,
                          batch_size=params["eval"]["batch_size"], max_new_tokens=params["eval"]["max_new_tokens"],
                          relearn_steps=params["eval"]["relearn_steps"] if role == "unlearned" else 0,
                          seed=params["eval"]["seed"])
@@ -168,16 +167,10 @@ def _scores(layout: Layout, params: dict[str, Any], role: str, model_dir: Path, 
 
 def run_evaluation(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
     from dagster_project.core.eval.plots import plot_report
-    from dagster_project.core.eval.report import build_report, retain_sample
+    from dagster_project.core.eval.report import build_eval_sets, build_report
 
-    corpus = _corpus(layout)
-    holdout = set(corpus.splits["holdout"])
-    eval_sets = {
-        "forget": read_jsonl(layout.forget_set),
-        "retain": retain_sample(read_jsonl(layout.retain_set), params["eval"]["retain_sample"], params["eval"]["seed"]),
-        "world": corpus.world_facts,
-        "holdout": [r for r in corpus.qa if r["person_id"] in holdout],  # never trained on: the MIA non-members
-    }
+    eval_sets = build_eval_sets(_corpus(layout), read_jsonl(layout.forget_set), read_jsonl(layout.retain_set),
+                                params["eval"])
     models = {"target": layout.target_model_dir, "retain": layout.retain_model_dir, "unlearned": layout.unlearned_dir}
     timings = {}
     scores = {}

@@ -36,6 +36,17 @@ def retain_sample(retain: Sequence[dict], size: int, seed: int) -> list[dict]:
     return sorted(random.Random(seed).sample(records, size), key=lambda r: r["id"])
 
 
+def build_eval_sets(corpus, forget: list[dict], retain: list[dict], eval_params: dict) -> dict[str, list[dict]]:
+    """forget (as given), a seeded retain sample, the world facts, and the never-trained holdout people (MIA)."""
+    holdout = set(corpus.splits["holdout"])
+    return {
+        "forget": forget,
+        "retain": retain_sample(retain, eval_params["retain_sample"], eval_params["seed"]),
+        "world": corpus.world_facts,
+        "holdout": [r for r in corpus.qa if r["person_id"] in holdout],
+    }
+
+
 def verbatim_prefixes(records: Sequence[dict]) -> tuple[list[str], list[str]]:
     """MUSE VerbMem inputs: prompt + first half of each answer's words, and the second half to recall."""
     prefixes, rests = [], []

@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from dagster_project.core.data.corpus import load_corpus
 from dagster_project.core.data.schema import FORGET_SPLITS
-from dagster_project.core.eval.report import build_report, retain_sample, score_model
+from dagster_project.core.eval.report import build_eval_sets, build_report, score_model
 from dagster_project.core.model.tiny_llama import load_tokenizer
 from dagster_project.core.tracking.mlflow_registry import download_model_version
 
@@ -52,14 +52,9 @@ def evaluate_models(root: Path, corpus_dir: Path, split: str, specs: dict[str, s
     if split not in FORGET_SPLITS:
         raise ValueError(f"--split: expected one of {', '.join(FORGET_SPLITS)}, got {split!r}")
     corpus = load_corpus(corpus_dir)
-    forget_ids, holdout = set(corpus.splits[split]), set(corpus.splits["holdout"])
-    eval_sets = {
-        "forget": [r for r in corpus.qa if r["person_id"] in forget_ids],
-        "retain": retain_sample([r for r in corpus.qa if r["person_id"] in set(corpus.splits["retain"])],
-                                eval_params["retain_sample"], eval_params["seed"]),
-        "world": corpus.world_facts,
-        "holdout": [r for r in corpus.qa if r["person_id"] in holdout],
-    }
+    forget_ids, retain_ids = set(corpus.splits[split]), set(corpus.splits["retain"])
+    eval_sets = build_eval_sets(corpus, [r for r in corpus.qa if r["person_id"] in forget_ids],
+                                [r for r in corpus.qa if r["person_id"] in retain_ids], eval_params)
     scores = {}
     for name, spec in specs.items():
         model, tokenizer = load_for_eval(resolve_model_dir(spec, root))
