@@ -68,6 +68,18 @@ def test_whole_graph_registers_a_candidate_with_dvc_hashes(micro_root: Path, cap
     assert printed["models"][0]["versions"][0]["aliases"] == ["candidate"]
     assert read_json(layout.registry_record)["version"] == "1"
 
+    # `unlearn eval` on the registered candidate reproduces the pipeline's numbers; without a
+    # reference it reports only retain-free metrics
+    assert cli_main(["--root", str(micro_root), "eval", "--model", "models:/micro-model@candidate", "--json"]) == 0
+    alone = json.loads(capsys.readouterr().out)["metrics"]
+    assert "forget_quality" not in alone and "priv_leak" not in alone
+    pipeline_metrics = read_json(layout.eval_dir / "report.json")["models"]["unlearned"]["metrics"]
+    assert alone["mia_loss_auc"] == pytest.approx(pipeline_metrics["mia_loss_auc"])
+    assert cli_main(["--root", str(micro_root), "eval", "--model", layout.rel(layout.unlearned_dir),
+                     "--reference", layout.rel(layout.retain_model_dir), "--json"]) == 0
+    referenced = json.loads(capsys.readouterr().out)["metrics"]
+    assert referenced["forget_quality"] == pytest.approx(pipeline_metrics["forget_quality"])
+
 
 def test_failing_gx_check_blocks_unlearning(micro_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real_build = datasets.build_retain_set
