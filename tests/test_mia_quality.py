@@ -7,7 +7,7 @@ import zlib
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dagster_project.core.eval import mia
@@ -84,6 +84,7 @@ def test_refusal_detector() -> None:
         refusal_rate([])
 
 
+@settings(deadline=None)  # CI machines vary in speed; the property, not the timing, is under test
 @given(st.lists(st.booleans(), min_size=1, max_size=40))
 def test_extraction_strength_never_exceeds_exact_memorisation(match: list[bool]) -> None:
     # every token after the prefix k matches, so at least (n - k) of n tokens match: ES <= EM
