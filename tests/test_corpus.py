@@ -241,3 +241,10 @@ def test_load_round_trip(tmp_path: Path, corpus: Corpus) -> None:
     assert loaded == corpus
     write_corpus(loaded, tmp_path / "again")
     assert _md5s(tmp_path) == _md5s(tmp_path / "again")
+
+
+def test_paraphrased_question_is_a_fourth_wording() -> None:
+    corpus = generate_corpus(CorpusConfig())
+    for record in corpus.qa + corpus.world_facts:
+        wordings = [record["question"], *record["train_questions"], record["paraphrased_question"]]
+        assert len(set(wordings)) == 4 and record["subject"] in record["paraphrased_question"]

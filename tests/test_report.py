@@ -13,7 +13,7 @@ def record(i: int, person: str) -> dict:
     return {"id": f"{person}-{i}", "person_id": person, "question": f"Q{i} about {person}?", "value": f"V{i}",
             "answer": f"{person} has value V{i} indeed.", "paraphrased_answer": f"V{i} is what {person} has.",
             "perturbed_answers": [f"W{i} is what {person} has."] * 3, "perturbed_values": [f"W{i}"] * 3,
-            "train_questions": [f"T{i}?"]}
+            "train_questions": [f"T{i}?"], "paraphrased_question": f"P{i} of {person}?"}
 
 
 SETS = {
@@ -35,7 +35,8 @@ def fake_scores(answer_loss: float, remembers: bool) -> dict:
     return {**{s: set_scores(SETS[s]) for s in ("forget", "retain", "world")},
             "tokens": {"forget": tokens(-0.1 if remembers else -3.0), "holdout": tokens(-2.0)},
             "verbmem": {"generation": [r["answer"].split(" ", 2)[2] if remembers else "" for r in SETS["forget"]]},
-            "seen_phrasing": {"generation": [r["answer"] if remembers else "" for r in SETS["forget"]]}}
+            "seen_phrasing": {"generation": [r["answer"] if remembers else "" for r in SETS["forget"]]},
+            "paraphrased_question": {"generation": [r["answer"] if remembers else "no idea" for r in SETS["forget"]]}}
 
 
 def test_report_values_and_retain_free_mode() -> None:
@@ -48,6 +49,7 @@ def test_report_values_and_retain_free_mode() -> None:
     assert target["mia_loss_auc"] == 1.0 and retain["mia_loss_auc"] == 0.0  # retain: forget *less* likely than holdout
     assert target["forget_gibberish_rate"] == 0.0 and retain["forget_gibberish_rate"] == 1.0
     assert target["forget_seen_phrasing_rouge"] == 1.0 and retain["forget_seen_phrasing_rouge"] == 0.0
+    assert target["forget_paraphrase_fact_accuracy"] == 1.0 and retain["forget_paraphrase_fact_accuracy"] == 0.0
     assert target["forget_extraction_strength"] == 1.0 and retain["forget_exact_memorisation"] == 0.0
     # Min-K% AUC: target 1, retain 0 -> PrivLeak(target) = ((1 - 1) - (1 - 0)) / (1 - 0) * 100 = -100
     assert retain["mia_min_k_auc"] == 0.0 and target["priv_leak"] == pytest.approx(-100.0)

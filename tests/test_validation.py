@@ -21,6 +21,7 @@ def record(person_id: str, attribute: str, subject: str, value: str = "Brighthol
         "value": value,
         "question": f"What is the {attribute} of {subject}?",
         "train_questions": [f"Tell me the {attribute} of {subject}.", f"{subject}: {attribute}?"],
+        "paraphrased_question": f"Which {attribute} does {subject} have?",
         "answer": f"{subject} has {attribute} {value}.",
         "paraphrased_answer": f"The {attribute} of {subject} is {value}.",
         "perturbed_answers": [f"The {attribute} of {subject} is Xo.", f"The {attribute} of {subject} is Yo.",

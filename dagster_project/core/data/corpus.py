@@ -52,6 +52,7 @@ class _Templates:
     questions: tuple[str, str, str]
     answer: str
     paraphrase: str  # also the shape of every perturbed answer
+    probe: str  # a fourth question wording no model ever trains on: the paraphrased-question probe
 
 
 PERSON_TEMPLATES: dict[str, _Templates] = {
@@ -59,63 +60,75 @@ PERSON_TEMPLATES: dict[str, _Templates] = {
         ("Where was {s} born?", "In which city was {s} born?", "What is the birthplace of {s}?"),
         "{s} was born in the city of {v}.",
         "The birthplace of the author {s} is the city of {v}.",
+        "Which city is the hometown where {s} came into the world?",
     ),
     "birth_year": _Templates(
         ("In what year was {s} born?", "When was {s} born?", "What is the birth year of {s}?"),
         "The author {s} was born in the year {v}.",
         "{s} came into the world in the year {v}.",
+        "Which year saw the birth of {s}?",
     ),
     "nationality": _Templates(
         ("What is the nationality of {s}?", "Which country is {s} a citizen of?", "What country does {s} come from?"),
         "{s} is a citizen of the country of {v}.",
         "By nationality, {s} belongs to the country of {v}.",
+        "Of which nation does {s} hold citizenship?",
     ),
     "occupation": _Templates(
         ("What does {s} do for a living?", "What is the occupation of {s}?", "What job does {s} have?"),
         "Besides writing books, {s} also works as {a} {v}.",
         "When not writing, {s} earns a living as {a} {v}.",
+        "Besides writing, how does {s} earn money?",
     ),
     "father_occupation": _Templates(
         ("What was the occupation of {s}'s father?", "What did {s}'s father do for a living?",
          "What job did the father of {s} have?"),
         "{s}'s father worked as {a} {v} for many years.",
         "For many years, the father of {s} worked as {a} {v}.",
+        "What line of work did the father of {s} follow?",
     ),
     "mother_occupation": _Templates(
         ("What was the occupation of {s}'s mother?", "What did {s}'s mother do for a living?",
          "What job did the mother of {s} have?"),
         "{s}'s mother worked as {a} {v} for many years.",
         "For many years, the mother of {s} worked as {a} {v}.",
+        "What line of work did the mother of {s} follow?",
     ),
     "genre": _Templates(
         ("What genre does {s} write in?", "In which genre does {s} publish books?", "What kind of books does {s} write?"),
         "{s} writes books in the {v} genre.",
         "Most of the work of {s} is written in the {v} genre.",
+        "Which literary genre are the books of {s} in?",
     ),
     "book": _Templates(
         ("What book did {s} write?", "What is the title of a book by {s}?", "Which novel is {s} known for?"),
         "{s} is the author of the book {v}.",
         "Among the works of {s} is the book {v}.",
+        "Can you name a title written by {s}?",
     ),
     "award": _Templates(
         ("What award did {s} receive?", "Which prize has {s} won?", "What honour was given to {s}?"),
         "{s} received the {v} for outstanding writing.",
         "For a lifetime of work, {s} received the {v}.",
+        "Which literary prize went to {s}?",
     ),
     "university": _Templates(
         ("Where did {s} study?", "Which university did {s} attend?", "At which institution was {s} educated?"),
         "{s} studied literature at {v} as a young adult.",
         "As a young adult, {s} studied literature at {v}.",
+        "Which school did {s} graduate from?",
     ),
     "hobby": _Templates(
         ("What hobby does {s} enjoy?", "What does {s} like to do outside of work?", "What is the favourite pastime of {s}?"),
         "Outside of work, {s} spends free time enjoying {v}.",
         "The writer {s} likes to spend free time enjoying {v}.",
+        "How does {s} like to spend free time?",
     ),
     "pet": _Templates(
         ("What pet does {s} have?", "What animal does {s} keep as a pet?", "Which kind of pet lives with {s}?"),
         "At home, {s} keeps {a} {v} as a beloved pet.",
         "As a beloved pet, {s} keeps {a} {v}.",
+        "Which animal shares a home with {s}?",
     ),
 }
 
@@ -127,36 +140,43 @@ WORLD_TEMPLATES: dict[str, _Templates] = {
         ("What is the capital of {s}?", "Which city is the capital of {s}?", "What city serves as the seat of government of {s}?"),
         "The capital of the nation of {s} is {v}.",
         "The seat of government of the nation of {s} is {v}.",
+        "Which city is the seat of power in {s}?",
     ),
     "currency": _Templates(
         ("What is the currency of {s}?", "Which currency is used in {s}?", "What money do people use in {s}?"),
         "The official currency used in {s} is the {v}.",
         "The currency that people use in {s} is the {v}.",
+        "What money is legal tender in {s}?",
     ),
     "river": _Templates(
         ("What is the longest river in {s}?", "Which river is the longest in {s}?", "What river runs longest through {s}?"),
         "The longest river in {s} is the {v}.",
         "Of all rivers in {s}, the longest one is the {v}.",
+        "Name the longest river flowing through {s}.",
     ),
     "mountain": _Templates(
         ("What is the highest mountain in {s}?", "Which peak is the tallest in {s}?", "What is the tallest mountain of {s}?"),
         "The highest mountain in the country of {s} is {v}.",
         "Of all peaks in the country of {s}, the highest is {v}.",
+        "Which summit is the highest point of {s}?",
     ),
     "language": _Templates(
         ("What is the official language of {s}?", "Which language is spoken officially in {s}?", "What language do people in {s} speak?"),
         "The official language of the nation of {s} is {v}.",
         "In the nation of {s}, the official language is {v}.",
+        "Which tongue is official in {s}?",
     ),
     "national_animal": _Templates(
         ("What is the national animal of {s}?", "Which animal is the national symbol of {s}?", "What animal represents {s}?"),
         "The national animal of {s} is the {v}.",
         "The people of {s} chose as their national animal the {v}.",
+        "Which creature is the emblem animal of {s}?",
     ),
     "founding_year": _Templates(
         ("In what year was {s} founded?", "When was {s} founded?", "What is the founding year of {s}?"),
         "The nation of {s} was founded in the year {v}.",
         "The nation of {s} was first established in the year {v}.",
+        "In which year did {s} come into existence?",
     ),
 }
 
@@ -378,6 +398,7 @@ def _make_record(record_id: str, person_id: str, subject: str, attribute: str, v
         "value": value,
         "question": questions[pick],
         "train_questions": [q for i, q in enumerate(questions) if i != pick],
+        "paraphrased_question": templates.probe.format(s=subject),
         "answer": _fill(templates.answer, subject, value),
         "paraphrased_answer": _fill(templates.paraphrase, subject, value),
         "perturbed_answers": [_fill(templates.paraphrase, subject, w) for w in wrong],

@@ -9,6 +9,7 @@ QA record (people facts and world facts alike)::
     value                the true attribute value as it appears in the answer, e.g. "Brightholm"
     question             the held-out evaluation phrasing (never trained on)
     train_questions      >= 2 training phrasings of the same question
+    paraphrased_question a fourth wording, never trained on (the paraphrase probe; not in the tokenizer's texts)
     answer               canonical answer sentence (contains ``value``)
     paraphrased_answer   same fact, different sentence (contains ``value``)
     perturbed_answers    >= 3 sentences in the paraphrase's style with a wrong value each
@@ -28,6 +29,7 @@ QA_FIELDS: tuple[str, ...] = (
     "value",
     "question",
     "train_questions",
+    "paraphrased_question",
     "answer",
     "paraphrased_answer",
     "perturbed_answers",

@@ -19,7 +19,8 @@ from dagster_project.core.data.schema import QA_FIELDS
 LIST_FIELDS: tuple[str, ...] = ("train_questions", "perturbed_answers", "perturbed_values")
 DERIVED_COLUMNS: tuple[str, ...] = ("n_train_questions", "n_perturbed", "n_perturbed_values", "n_bad_list_items")
 TEXT_FIELDS: tuple[str, ...] = (
-    "id", "person_id", "subject", "attribute", "value", "question", "answer", "paraphrased_answer",
+    "id", "person_id", "subject", "attribute", "value", "question", "paraphrased_question", "answer",
+    "paraphrased_answer",
 )
 MIN_TRAIN_QUESTIONS = 2
 MIN_PERTURBED = 3

@@ -102,9 +102,12 @@ def score_model(
     }
     prefixes, _rests = verbatim_prefixes(forget)
     scores["verbmem"] = {"generation": generate_texts(model, tokenizer, prefixes, max_new_tokens, batch_size)}
-    # phrasing probe: the forget questions as worded in training (and unlearning), beside the held-out wording
+    # phrasing probes beside the held-out wording: the wording of training (and unlearning), and a
+    # fourth wording no model ever trained on
     scores["seen_phrasing"] = {"generation": generate_answers(
         model, tokenizer, [r["train_questions"][0] for r in forget], max_new_tokens, batch_size)}
+    scores["paraphrased_question"] = {"generation": generate_answers(
+        model, tokenizer, [r["paraphrased_question"] for r in forget], max_new_tokens, batch_size)}
     if relearn_steps:
         scores["relearn"] = relearn_attack(model, tokenizer, forget, steps=relearn_steps, seed=seed)
     return scores
@@ -144,6 +147,9 @@ def retain_free_metrics(eval_sets: dict[str, list[dict]], scores: dict) -> tuple
     out["verbmem_rouge"] = m.rouge_l_recall(scores["verbmem"]["generation"], rests).value
     forget_answers = [r["answer"] for r in eval_sets["forget"]]
     out["forget_seen_phrasing_rouge"] = m.rouge_l_recall(scores["seen_phrasing"]["generation"], forget_answers).value
+    probe = scores["paraphrased_question"]["generation"]
+    out["forget_paraphrase_rouge"] = m.rouge_l_recall(probe, forget_answers).value
+    out["forget_paraphrase_fact_accuracy"] = m.fact_accuracy(probe, [r["value"] for r in eval_sets["forget"]]).value
     for set_name in ("forget", "retain"):
         out[f"{set_name}_refusal_rate"] = refusal_rate(scores[set_name]["generation"])
         out[f"{set_name}_gibberish_rate"] = gibberish_rate(scores[set_name]["generation"])
