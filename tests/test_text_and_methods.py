@@ -140,3 +140,50 @@ def test_token_stats_agree_with_answer_losses_and_relearning_recovers(tiny) -> N
     result = relearn_attack(model, tokenizer, records, steps=3, lr=1e-3, batch_size=2)
     assert result["relearn_rouge_recovered"] == pytest.approx(result["relearn_rouge_after"] - result["relearn_rouge_before"])
     assert result["relearn_measured_items"] == 2
+
+
+def test_npo_loss_at_theta0_is_two_over_beta_log_two(tiny) -> None:
+    # at θ = θ₀ the log-ratio is 0, σ(0) = 1/2, so the forget term is −(2/β)·log(1/2) = (2/β)·log 2
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from dagster_project.core.methods.npo import NPO, NPOConfig
+
+    model_dir, tokenizer = tiny
+    lora = LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"])  # B = 0 at init: adapter is a no-op
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), lora)
+    forget, retain = collate_pairs(tokenizer, *zip(*QA[:2])), collate_pairs(tokenizer, *zip(*QA[2:]))
+    _loss, logs = NPO(NPOConfig(beta=0.5)).loss(model, forget, retain)
+    assert logs["npo_loss"] == pytest.approx(2 / 0.5 * np.log(2), rel=1e-5)
+
+
+def test_simnpo_loss_matches_its_formula(tiny) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from dagster_project.core.methods.simnpo import SimNPO, SimNPOConfig
+    from dagster_project.core.model.text import sequence_logprob
+
+    model_dir, tokenizer = tiny
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    forget, retain = collate_pairs(tokenizer, *zip(*QA[:2])), collate_pairs(tokenizer, *zip(*QA[2:]))
+    _loss, logs = SimNPO(SimNPOConfig(beta=2.0, delta=0.5)).loss(model, forget, retain)
+    logp, n = sequence_logprob(model, forget)
+    avg = (logp / n).detach().numpy()
+    expected = -(2 / 2.0) * np.mean(np.log(1 / (1 + np.exp(2.0 * avg + 0.5))))  # log σ(x) = −log(1 + e^(−x))
+    assert logs["simnpo_loss"] == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("method", ["npo", "simnpo"])
+def test_preference_methods_unlearn(tiny, tmp_path: Path, method: str) -> None:
+    model_dir, tokenizer = tiny
+    forget = [{"train_questions": [QA[0][0]], "answer": QA[0][1]}]
+    retain = [{"train_questions": [q], "answer": a} for q, a in QA[2:]]
+    result = run_unlearning(model_dir, tokenizer, forget, retain, method, "lora",
+                            {"steps": 20, "lr": 1e-2, "batch_size": 2}, tmp_path / method)
+    assert result["steps_done"] == 20
+    unlearned, _tokenizer = load_for_eval(tmp_path / method)
+    from transformers import AutoModelForCausalLM
+
+    batch = collate_pairs(tokenizer, [QA[0][0]], [QA[0][1]])
+    base = AutoModelForCausalLM.from_pretrained(model_dir)
+    assert batch_nll(unlearned, batch).item() > batch_nll(base, batch).item() + 0.5

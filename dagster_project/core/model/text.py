@@ -71,3 +71,10 @@ def batch_nll(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.T
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     nll, mask = token_nll(logits, batch["labels"])
     return nll.sum() / mask.sum().clamp(min=1)
+
+
+def sequence_logprob(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed answer-token log-probability per sequence and the answer length, both (batch,)."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    nll, mask = token_nll(logits, batch["labels"])
+    return -nll.sum(dim=1), mask.sum(dim=1).clamp(min=1)
