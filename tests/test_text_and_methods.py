@@ -104,6 +104,12 @@ def test_config_errors_name_the_field() -> None:
         GradDiffConfig.from_hyperparameters({"steps": "ten"})
     with pytest.raises(ValueError, match=r"hyperparameters\.lr: must be > 0"):
         GradDiffConfig.from_hyperparameters({"lr": -1.0})
+    from dagster_project.core.methods.npo import NPOConfig
+    from dagster_project.core.methods.simnpo import SimNPOConfig
+
+    for config_cls in (NPOConfig, SimNPOConfig):  # a method's own positive field is checked like the shared ones
+        with pytest.raises(ValueError, match=r"hyperparameters\.beta: must be > 0"):
+            config_cls.from_hyperparameters({"beta": 0.0})
     with pytest.raises(ValueError, match="retain_loss"):
         GradDiffConfig.from_hyperparameters({"retain_loss": "mse"})
     config = GradDiffConfig.from_hyperparameters({"lr": 1, "gamma": 2.0})

@@ -17,25 +17,33 @@ import torch
 
 @dataclass(frozen=True)
 class MethodConfig:
-    steps: int = field(default=150, metadata={"help": "optimiser steps (each sees one forget and one retain batch)"})
-    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate; LoRA needs ~10x the full-model rate"})
-    batch_size: int = field(default=16, metadata={"help": "forget and retain examples per micro-batch, each"})
-    grad_accum: int = field(default=1, metadata={"help": "micro-batches accumulated per optimiser step"})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
+    steps: int = field(
+        default=150, metadata={"help": "optimiser steps (each sees one forget and one retain batch)", "positive": True}
+    )
+    lr: float = field(
+        default=1e-3, metadata={"help": "AdamW learning rate; LoRA needs ~10x the full-model rate", "positive": True}
+    )
+    batch_size: int = field(
+        default=16, metadata={"help": "forget and retain examples per micro-batch, each", "positive": True}
+    )
+    grad_accum: int = field(
+        default=1, metadata={"help": "micro-batches accumulated per optimiser step", "positive": True}
+    )
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm", "positive": True})
     warmup_ratio: float = field(default=0.1, metadata={"help": "linear warm-up share of the steps"})
     seed: int = field(default=0, metadata={"help": "seeds batch sampling and LoRA initialisation"})
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank (mode=lora)"})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator (mode=lora)"})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank (mode=lora)", "positive": True})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator (mode=lora)", "positive": True})
     diverge_nll: float = field(
         default=25.0, metadata={"help": "stop early once the forget NLL exceeds this: ascent has diverged"}
     )
 
     def __post_init__(self) -> None:
-        positive = {"steps": self.steps, "lr": self.lr, "batch_size": self.batch_size, "grad_accum": self.grad_accum,
-                    "max_grad_norm": self.max_grad_norm, "lora_r": self.lora_r, "lora_alpha": self.lora_alpha}
-        for name, value in positive.items():
-            if value <= 0:
-                raise ValueError(f"hyperparameters.{name}: must be > 0, got {value}")
+        # fields marked `"positive": True` in their metadata, in this class or a method's subclass
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.metadata.get("positive") and value <= 0:
+                raise ValueError(f"hyperparameters.{f.name}: must be > 0, got {value}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"hyperparameters.warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
 

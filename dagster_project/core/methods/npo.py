@@ -22,12 +22,7 @@ from dagster_project.core.model.text import sequence_logprob
 
 @dataclass(frozen=True)
 class NPOConfig(GradDiffConfig):
-    beta: float = field(default=0.1, metadata={"help": "inverse temperature of the preference loss"})
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.beta <= 0:
-            raise ValueError(f"hyperparameters.beta: must be > 0, got {self.beta}")
+    beta: float = field(default=0.1, metadata={"help": "inverse temperature of the preference loss", "positive": True})
 
 
 class NPO(GradDiff):

@@ -19,13 +19,10 @@ from dagster_project.core.model.text import sequence_logprob
 
 @dataclass(frozen=True)
 class SimNPOConfig(GradDiffConfig):
-    beta: float = field(default=2.5, metadata={"help": "inverse temperature on the length-normalised log-prob"})
+    beta: float = field(
+        default=2.5, metadata={"help": "inverse temperature on the length-normalised log-prob", "positive": True}
+    )
     delta: float = field(default=0.0, metadata={"help": "reward margin δ"})
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.beta <= 0:
-            raise ValueError(f"hyperparameters.beta: must be > 0, got {self.beta}")
 
 
 class SimNPO(GradDiff):
