@@ -9,7 +9,8 @@
 Each method trains from the demo's target model with params.yaml's `unlearn.<method>` hyper-parameters
 (and the seed), is evaluated like the pipeline's candidate against the demo's retain model, and the
 table (forget quality, model utility, refusal / gibberish rate, relearning attack, wall time, a sample
-forget answer) goes to BENCHMARKS.md and README.md. Each method's means and stds are logged to MLflow
+forget answer) goes to BENCHMARKS.md and README.md. Each run's result is cached by the hash of the code, model,
+data and hyper-parameters (`.cache/method-runs/`), so an interrupted grid resumes where it stopped. Each method's means and stds are logged to MLflow
 (experiment `method-comparison`); the sample answers go there only as SHA-256 hashes. With
 `--wagle-ratios`, every method also runs under WAGLE's mask and a random mask of each ratio (rows
 `npo + wagle 0.95`, `npo + random 0.95`), into a section and README block of their own.
@@ -47,9 +48,11 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--mode", default="lora", choices=MODES)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="hyper-parameter override for every method, repeatable (e.g. lr=1e-4 for --mode full)")
+                        help="hyper-parameter override for every method (lr=1e-4) or one (snap.steps=150), repeatable")
     parser.add_argument("--wagle-ratios", nargs="+", type=float, default=[],
                         help="also run each method under WAGLE's mask and a random mask of each ratio")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="retrain every run (default: reuse .cache/method-runs/ results of the same code and inputs)")
     parser.add_argument("--no-write", action="store_true", help="print only: no BENCHMARKS.md, README.md or MLflow")
     args = parser.parse_args()
 
@@ -57,14 +60,21 @@ def main() -> None:
     layout = Layout.from_params(ROOT, params)
     overrides = parse_overrides(args.set)
 
-    def hyperparameters(method: str) -> dict:
-        return {**(params["unlearn"].get(method) or {}), **overrides}
+    unknown = sorted({key.split(".")[0] for key in overrides if "." in key} - set(args.methods))
+    if unknown:
+        parser.error(f"--set {unknown[0]}.KEY=VALUE: {unknown[0]!r} is not among --methods")
 
-    references, runs = run_methods(layout, params, args.methods, args.seeds, args.mode, hyperparameters)
+    def hyperparameters(method: str) -> dict:
+        shared = {key: value for key, value in overrides.items() if "." not in key}
+        own = {key.partition(".")[2]: value for key, value in overrides.items() if key.startswith(f"{method}.")}
+        return {**(params["unlearn"].get(method) or {}), **shared, **own}
+
+    cache = not args.no_cache
+    references, runs = run_methods(layout, params, args.methods, args.seeds, args.mode, hyperparameters, use_cache=cache)
     for ratio in args.wagle_ratios:
         for random_mask in (False, True):
             _refs, masked = run_methods(layout, params, args.methods, args.seeds, args.mode, hyperparameters,
-                                        wagle={"ratio": ratio, "random": random_mask})
+                                        wagle={"ratio": ratio, "random": random_mask}, use_cache=cache)
             label = "random" if random_mask else "wagle"
             runs += [dataclasses.replace(r, method=f"{r.method} + {label} {ratio:g}") for r in masked]
     wagle = bool(args.wagle_ratios)

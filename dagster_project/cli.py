@@ -184,7 +184,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     # validated like a request's `wagle` block: 0 < ratio <= 1
     wagle = None if args.wagle_ratio is None else WagleSpec(ratio=args.wagle_ratio, random=args.wagle_random).model_dump()
     references, runs = run_methods(layout, params, [args.method], args.seeds, args.mode,
-                                   hyperparameters=lambda _m: {**defaults, **overrides}, keep_dir=keep, wagle=wagle)
+                                   hyperparameters=lambda _m: {**defaults, **overrides}, keep_dir=keep, wagle=wagle,
+                                   use_cache=not args.no_cache)
     if args.json:
         stats = summarise(runs)[args.method]
         print(json.dumps({"method": args.method, "mode": args.mode, "seeds": args.seeds, "hyperparameters": overrides,
@@ -233,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--wagle-random", action="store_true", help="with --wagle-ratio: a random mask of the same ratio")
     run.add_argument("--out", help="keep each adapter/model in OUT/<method>-seed<seed> (default: discarded)")
     run.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    run.add_argument("--no-cache", action="store_true", help="retrain even when .cache/method-runs/ holds this run "
+                     "(same code, model, data and hyper-parameters)")
     run.set_defaults(func=cmd_run)
     return parser
 

@@ -87,6 +87,19 @@ def test_whole_graph_registers_a_candidate_with_dvc_hashes(micro_root: Path, cap
     tried = json.loads(capsys.readouterr().out)
     assert tried["hyperparameters"] == {"steps": 2, "batch_size": 4} and tried["seeds"] == [0, 1]
     assert 0.0 <= tried["metrics"]["forget_quality"]["mean"] <= 1.0 and tried["metrics"]["seconds"]["std"] >= 0.0
+    cached_runs = sorted((layout.cache_dir / "method-runs").glob("*.json"))
+    assert len(cached_runs) == 2  # one per seed
+    # the same run again is read back from the cache (its wall time too); another hyper-parameter retrains
+    assert cli_main(["--root", str(micro_root), "run", "--method", "npo", "--set", "steps=2", "--set", "batch_size=4",
+                     "--seeds", "1", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)["metrics"]
+    assert sorted((layout.cache_dir / "method-runs").glob("*.json")) == cached_runs
+    assert any(read_json(path)["seed"] == 1 and read_json(path)["metrics"]["seconds"] == again["seconds"]["mean"]
+               for path in cached_runs)
+    assert cli_main(["--root", str(micro_root), "run", "--method", "npo", "--set", "steps=3", "--set", "batch_size=4",
+                     "--json"]) == 0
+    capsys.readouterr()
+    assert len(list((layout.cache_dir / "method-runs").glob("*.json"))) == 3
     assert len(registry_status(micro_root)["models"][0]["versions"]) == 1
     assert cli_main(["--root", str(micro_root), "run", "--method", "npo", "--set", "steps"]) == 2  # not KEY=VALUE
     assert cli_main(["--root", str(micro_root), "run", "--method", "nope"]) == 2
@@ -136,6 +149,12 @@ def test_snap_request_trains_on_its_validated_snap_data_asset(micro_root: Path) 
     assert not any(r["subject"] in str(metadata) for r in forget)  # counts and md5s only
     manifest = read_json(layout.unlearned_dir / "unlearn_manifest.json")
     assert manifest["method"] == "snap" and manifest["steps_done"] == 3
+    # generated once per (θ₀, data, seed): a re-materialisation reads the content-hash cache back
+    (cached,) = (layout.cache_dir / "snap-data").glob("*.json")
+    read_again = dg.materialize(all_assets_and_checks(), selection=["snap_data"],
+                                resources={"pipeline": PipelineResource(root=str(micro_root), dvc_commit=False)})
+    assert read_again.success and read_jsonl(layout.snap_data_dir / "negative.jsonl") == negative
+    assert list((layout.cache_dir / "snap-data").glob("*.json")) == [cached]
 
 
 @pytest.mark.parametrize("mode", ["full", "lora"])

@@ -28,6 +28,7 @@ from dagster_project.core.layout import Layout
 MODEL_CACHE_VERSION = "1"  # tiny-Llama training
 SCORES_CACHE_VERSION = "4"  # model scoring for evaluation
 ATTRIBUTION_CACHE_VERSION = "1"  # WAGLE masks
+SNAP_DATA_CACHE_VERSION = "1"  # SNAP's negative instructions and hard positives
 WALL_CLOCK_KEYS = ("seconds", "train_seconds")  # reported as metadata, never written into versioned files
 
 
@@ -149,11 +150,22 @@ PARAPHRASE_REQUEST = "Rephrase this request in other words, keeping every name e
 
 def snap_datasets(layout: Layout, params: dict[str, Any], seed: int, neighbours: int) -> dict[str, Any]:
     """SNAP's training sets for the request, hard positives answered by θ₀ (the target model), greedily; an
-    instruction-tuned θ₀ (its tokenizer has a chat template) also rephrases the negative instructions."""
+    instruction-tuned θ₀ (its tokenizer has a chat template) also rephrases the negative instructions.
+
+    Content-addressed like the models: the same θ₀ bytes, data, seed and settings read `.cache/snap-data/` back
+    instead of generating again (a methods table trains SNAP once per seed and mask)."""
     from dagster_project.core.data.snap import build_snap_datasets
     from dagster_project.core.eval.scoring import generate_answers, generate_texts
     from dagster_project.core.eval.standalone import load_for_eval
 
+    forget, retain = read_jsonl(layout.forget_set), read_jsonl(layout.retain_set)
+    weights = sorted(layout.target_model_dir.glob("*.safetensors"))
+    key = fingerprint({"code": SNAP_DATA_CACHE_VERSION, "weights": [md5_file(p) for p in weights], "forget": forget,
+                       "retain": retain, "seed": seed, "neighbours": neighbours, "eval": params["eval"],
+                       "tokenizer": [md5_file(p) for p in sorted(layout.target_model_dir.glob("tokenizer*.json"))]})
+    cached = layout.cache_dir / "snap-data" / f"{key}.json"
+    if cached.exists():
+        return read_json(cached)
     model, tokenizer = load_for_eval(layout.target_model_dir)
     batch_size = params["eval"]["batch_size"]
 
@@ -165,8 +177,10 @@ def snap_datasets(layout: Layout, params: dict[str, Any], seed: int, neighbours:
                                                  tokenize=False, add_generation_prompt=True) for i in instructions]
         return generate_texts(model, tokenizer, prompts, 48, batch_size)
 
-    return build_snap_datasets(read_jsonl(layout.forget_set), read_jsonl(layout.retain_set), seed, neighbours, answer,
+    data = build_snap_datasets(forget, retain, seed, neighbours, answer,
                                paraphrase=paraphrase if tokenizer.chat_template else None)
+    write_json(cached, data)
+    return data
 
 
 def run_snap_data(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:

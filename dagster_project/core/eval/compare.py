@@ -11,6 +11,7 @@ sample forget answer.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from dagster_project.core.data.io import read_jsonl
+from dagster_project.core.data.io import fingerprint, md5_file, read_json, read_jsonl, write_json
 from dagster_project.core.layout import Layout
 
 # (metric key, column title); "utility_ratio" and "seconds" are added per run below
@@ -65,6 +66,7 @@ def run_methods(
     hyperparameters: Callable[[str], dict[str, Any]] | None = None,
     keep_dir: Path | None = None,
     wagle: dict[str, Any] | None = None,
+    use_cache: bool = True,
 ) -> tuple[dict[str, dict[str, float]], list[MethodRun]]:
     """Train and evaluate every (method, seed); returns the target/retain metrics and one MethodRun each.
 
@@ -74,6 +76,8 @@ def run_methods(
     `wagle`: a request's `wagle` block ({ratio[, mu, random]}) to run every method under the pipeline's WAGLE
     mask (one attribution pass, shared by all methods and seeds); each run's metrics then carry
     `attribution_seconds`.
+    `use_cache`: a (method, seed) run whose inputs and code were all seen before is read back from
+    `.cache/method-runs/` instead of retrained, so a long grid resumes where it stopped (never with `keep_dir`).
     """
     from dagster_project.core.data.corpus import load_corpus
     from dagster_project.core.data.request import WagleSpec
@@ -114,14 +118,24 @@ def run_methods(
         return snap_datasets(layout, params, config.seed, config.neighbours)
 
     restriction: dict[str, Any] = {}
-    if wagle is not None:
-        spec = WagleSpec(**wagle).model_dump()  # validated and completed like a request's `wagle` block
+    attribution: dict[str, Any] = {}
+    spec = None if wagle is None else WagleSpec(**wagle).model_dump()  # validated, completed like a request's
+    if spec is not None:
         with tempfile.TemporaryDirectory(prefix="wagle-") as attribution_dir:  # its contents are loaded below
             attribution = wagle_attribution(layout, params, spec, Path(attribution_dir))
             restriction = wagle_inputs(Path(attribution_dir), mode)
+    inputs = {"code": _source_fingerprint(), "mode": mode, "wagle": spec,
+              "restriction": {k: v for k, v in attribution.items() if k in ("mask_sha256", "lora_targets")},
+              "target": [md5_file(p) for p in sorted(layout.target_model_dir.glob("*.safetensors"))],
+              "references": references, "forget": forget, "retain": retain, "eval_sets": eval_sets, "eval": eval_params}
     runs = []
     for method in methods:
         for seed in seeds:
+            key = fingerprint({**inputs, "method": method, "seed": seed, "hyperparameters": hyperparameters(method)})
+            cached = layout.cache_dir / "method-runs" / f"{key}.json"
+            if use_cache and keep_dir is None and cached.exists():
+                runs.append(MethodRun(**read_json(cached)))
+                continue
             with tempfile.TemporaryDirectory() as tmp:
                 out_dir = keep_dir / f"{method}-seed{seed}" if keep_dir else Path(tmp) / "candidate"
                 started = time.perf_counter()
@@ -137,7 +151,19 @@ def run_methods(
             if wagle is not None:
                 metrics["attribution_seconds"] = attribution["attribution_seconds"]
             runs.append(MethodRun(method, seed, metrics, scores["forget"]["generation"][0]))
+            write_json(cached, dataclasses.asdict(runs[-1]))  # local cache only: never logged or versioned
     return {role: body["metrics"] for role, body in references.items()}, runs
+
+
+# the code a run's numbers depend on beyond its hashed inputs (data, model bytes, mask, hyper-parameters)
+RESULT_CODE = ("methods", "attribution", "eval", "model", "data/snap.py")
+
+
+def _source_fingerprint() -> str:
+    """Hash of the code behind a run's numbers: a cached run is only reused by the code that produced it."""
+    core = Path(__file__).resolve().parents[1]
+    files = sorted(f for part in RESULT_CODE for f in ([core / part] if part.endswith(".py") else (core / part).rglob("*.py")))
+    return fingerprint({str(f.relative_to(core)): md5_file(f) for f in files})
 
 
 def summarise(runs: Sequence[MethodRun]) -> dict[str, dict[str, tuple[float, float]]]:
