@@ -24,6 +24,8 @@ MICRO_PARAMS = {
     "train": {"epochs": 1, "schedule_epochs": 1, "lr": 0.003, "batch_size": 32, "warmup_ratio": 0.1,
               "weight_decay": 0.0, "seed": 0},
     "unlearn": {"graddiff": {"steps": 3, "batch_size": 4}},
+    "reveal": {"rounds": 6, "samples": 2, "max_new_tokens": 8},
+    "release": {"rounds": 1, "steps": 2, "batch_size": 4},
     "eval": {"retain_sample": 12, "batch_size": 32, "max_new_tokens": 8, "relearn_steps": 2, "seed": 0},
     "registry": {"model_name": "micro-model"},
 }

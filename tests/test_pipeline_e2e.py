@@ -187,3 +187,38 @@ def test_wagle_request_masks_weights_or_places_adapters(micro_root: Path, mode: 
     else:
         adapter = read_json(layout.unlearned_dir / "adapter_config.json")
         assert sorted(adapter["target_modules"]) == sorted(manifest["lora_targets"])
+
+
+@pytest.mark.e2e
+def test_reveal_request_trains_on_what_the_model_reveals(micro_root: Path) -> None:
+    """`forget_data: reveal`: the revealed set is an asset with a blocking GX check, release rounds produce a
+    merged model that evaluation and registration take like any other, and MLflow gets hashes, not names."""
+    import mlflow
+
+    (micro_root / "data" / "requests" / "micro.yaml").write_text(
+        "id: micro\nsplit: forget10\nmethod: npo\nforget_data: reveal\n")
+    params = load_params(micro_root)
+    # the micro model (one epoch) says little that is relevant: keep all it says, release at any relevance
+    params["reveal"]["relevance_threshold"], params["release"]["stop_relevance"] = 0.0, 0.0
+    (micro_root / "params.yaml").write_text(yaml.safe_dump(params))
+    result = dg.materialize(all_assets_and_checks(), resources={"pipeline": PipelineResource(root=str(micro_root))})
+    assert result.success
+    (check,) = [c for c in result.get_asset_check_evaluations() if c.check_name == "revealed_forget_set_is_valid"]
+    assert check.passed and check.metadata["rows"].value > 0
+    layout = Layout.from_params(micro_root, load_params(micro_root))
+    metadata = result.asset_materializations_for_node("revealed_forget_set")[0].metadata
+    revealed = read_jsonl(layout.revealed_dir / "revealed.jsonl")
+    assert metadata["built"].value is True and metadata["rounds"].value == 6 and metadata["revealed"].value == len(revealed)
+    manifest = read_json(layout.unlearned_dir / "unlearn_manifest.json")
+    assert manifest["forget_data"] == "reveal" and manifest["rounds_done"] == 1 and manifest["objective"] == "npo"
+    assert (layout.unlearned_dir / "rounds" / "round-0" / "forget" / "adapter_model.safetensors").exists()
+    assert (layout.unlearned_dir / "model.safetensors").exists()  # the merged composition, evaluated and registered
+    assert "forget_quality" in read_json(layout.eval_dir / "report.json")["models"]["unlearned"]["metrics"]
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{micro_root / '.mlflow' / 'mlflow.db'}")
+    assert client.get_model_version(params["registry"]["model_name"], "1").tags["forget_data"] == "reveal"
+    # the reveal run: one reward per round, plotted by MLflow; subject names appear nowhere
+    (run,) = client.search_runs([client.get_experiment_by_name("reveal").experiment_id])
+    assert len(client.get_metric_history(run.info.run_id, "reward")) == 6
+    subjects = {r["subject"] for r in read_jsonl(layout.forget_set)}
+    logged = json.dumps([run.data.params, run.data.tags, str(metadata)])
+    assert not any(subject in logged for subject in subjects)

@@ -59,7 +59,7 @@ def test_valid_json_loads(requests_dir: Path) -> None:
     assert request.split is None
     assert request.hyperparameters == {"steps": 10, "lr": 0.0001, "seed": 3}
     assert request_to_dict(request) == {**VALID, "split": None, "hyperparameters": {"lr": 0.0001, "seed": 3, "steps": 10},
-                                      "wagle": None}
+                                      "wagle": None, "forget_data": "given"}
     json.dumps(request_to_dict(request))  # JSON-able
 
 
@@ -327,3 +327,15 @@ def test_wagle_block_is_validated(requests_dir: Path) -> None:
                        ({"ratio": 0.9, "typo": 1}, "typo"), ({}, "ratio")):
         with pytest.raises(ValueError, match=field):
             ForgetRequest(id="w", split="forget10", method="npo", wagle=bad)
+
+
+def test_forget_data_reveal_needs_lora_and_no_wagle(requests_dir: Path) -> None:
+    path = write(requests_dir, "reveal.json", {"id": "reveal", "subjects": ["Velmora Quintrell"], "method": "npo",
+                                               "forget_data": "reveal"})
+    assert request_to_dict(load_request(path, requests_dir))["forget_data"] == "reveal"
+    for bad in ({"mode": "full"}, {"wagle": {"ratio": 0.9}}):
+        with pytest.raises(ValueError, match="forget_data 'reveal' trains LoRA modules"):
+            ForgetRequest(id="r", split="forget10", method="npo", forget_data="reveal", **bad)
+    with pytest.raises(RequestError, match="forget_data"):
+        load_request(write(requests_dir, "typo.json", {"id": "typo", "split": "forget10", "method": "npo",
+                                                       "forget_data": "guess"}), requests_dir)

@@ -21,8 +21,9 @@ def load_params(root: Path, params_file: str = DEFAULT_PARAMS) -> dict[str, Any]
     if not path.is_file():
         raise FileNotFoundError(f"params file not found: {path} (expected a YAML mapping like the repo's params.yaml)")
     params = yaml.safe_load(path.read_text()) or {}
-    missing = [k for k in ("request", "requests_dir", "corpus", "tokenizer", "model", "train", "unlearn", "eval", "registry")
-               if k not in params]
+    required = ("request", "requests_dir", "corpus", "tokenizer", "model", "train", "unlearn", "reveal", "release",
+                "eval", "registry")
+    missing = [k for k in required if k not in params]
     if missing:
         raise ValueError(f"{path}: missing top-level key(s) {', '.join(missing)}")
     return params
@@ -73,6 +74,11 @@ class Layout:
     def snap_data_dir(self) -> Path:
         """SNAP's negative instructions and hard positives (empty files for other methods)."""
         return self.assets / "datasets" / self.request_id / "snap"
+
+    @property
+    def revealed_dir(self) -> Path:
+        """The self-generated forget set of a `forget_data: reveal` request (empty for other requests)."""
+        return self.assets / "datasets" / self.request_id / "revealed"
 
     @property
     def attribution_dir(self) -> Path:

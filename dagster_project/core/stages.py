@@ -138,8 +138,63 @@ def unlearning_retain_records(layout: Layout) -> list[dict]:
 
 
 def unlearning_hyperparameters(request: ForgetRequest, params: dict[str, Any]) -> dict[str, Any]:
-    """params.yaml's per-method defaults, overridden by the request's own hyper-parameters."""
-    return {**(params["unlearn"].get(request.method) or {}), **request.hyperparameters}
+    """params.yaml's per-method defaults, overridden by the request's own hyper-parameters; for a
+    `forget_data: reveal` request, the release loop's defaults (params.yaml `release:`)."""
+    defaults = params.get("release") if request.forget_data == "reveal" else params["unlearn"].get(request.method)
+    return {**(defaults or {}), **request.hyperparameters}
+
+
+def _reveal_inputs(layout: Layout, params: dict[str, Any], request: ForgetRequest) -> tuple[list[str], Any, Any]:
+    """(subject names, RevealConfig, ReleaseConfig) of a reveal request; one seed drives both."""
+    from dagster_project.core.reveal.release import release_config
+    from dagster_project.core.reveal.reveal import RevealConfig
+
+    release = release_config(unlearning_hyperparameters(request, params))
+    subjects = list(request.subjects or dict.fromkeys(r["subject"] for r in read_jsonl(layout.forget_set)))
+    return subjects, RevealConfig(**{**(params.get("reveal") or {}), "seed": release.seed}), release
+
+
+def run_revealed_forget_set(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
+    """The forget set a `forget_data: reveal` request trains on: what the target model reveals about the
+    subjects (NeuralUCB over the instruction pool). Arms and rewards go to MLflow (experiment `reveal`) as
+    numbers and hashes. Other requests get an empty set."""
+    from dagster_project.core.eval.standalone import load_for_eval
+    from dagster_project.core.reveal.reveal import config_dict, reveal
+    from dagster_project.core.reveal.scoring import load_encoder
+    from dagster_project.core.tracking.mlflow_registry import log_run
+
+    request = _request(layout)
+    if layout.revealed_dir.exists():
+        shutil.rmtree(layout.revealed_dir)
+    if request.forget_data != "reveal":
+        write_jsonl(layout.revealed_dir / "revealed.jsonl", [])
+        write_json(layout.revealed_dir / "manifest.json", {"built": False})
+        return {"built": False}
+    subjects, config, _release = _reveal_inputs(layout, params, request)
+    model, tokenizer = load_for_eval(layout.target_model_dir)
+    encode, encoder_name = load_encoder()
+    result = reveal(model, tokenizer, subjects, config, encode, encoder_name)
+    write_jsonl(layout.revealed_dir / "revealed.jsonl", result.records)
+    write_jsonl(layout.revealed_dir / "log" / "arms.jsonl", result.log)  # numbers and hashes only
+    summary = {**result.summary(), "subjects": len(subjects)}
+    write_json(layout.revealed_dir / "manifest.json", {"built": True, **summary, "config": config_dict(config)})
+    _client, run = log_run(
+        layout.root, f"{request.id}/reveal", {f"reveal.{k}": v for k, v in config_dict(config).items()},
+        {k: v for k, v in summary.items() if isinstance(v, (int, float))},
+        {"request_id": request.id, "subjects_sha256": sha256_text("\n".join(sorted(subjects))), "encoder": encoder_name},
+        artifact_dirs={"reveal_log": layout.revealed_dir / "log"}, experiment="reveal",
+        series={key: [row[key] for row in result.log] for key in ("arm", "relevance", "diversity", "reward")})
+    return {"built": True, **summary, "mlflow_run_id": run.info.run_id,
+            "md5_revealed": md5_file(layout.revealed_dir / "revealed.jsonl")}
+
+
+def load_revealed(layout: Layout) -> Any:
+    """The revealed forget set asset as a RevealResult (records, log and its mean relevance)."""
+    from dagster_project.core.reveal.reveal import RevealResult
+
+    manifest = read_json(layout.revealed_dir / "manifest.json")
+    return RevealResult(read_jsonl(layout.revealed_dir / "revealed.jsonl"), read_jsonl(layout.revealed_dir / "log" / "arms.jsonl"),
+                        manifest["responses"], manifest["mean_relevance"], encoder=manifest["encoder"])
 
 
 SNAP_FILES = {"negative": "negative.jsonl", "hard_positives": "hard_positives.jsonl"}  # data key -> file
@@ -286,6 +341,8 @@ def run_unlearned(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
     from dagster_project.core.model.tiny_llama import load_tokenizer
 
     request = _request(layout)
+    if request.forget_data == "reveal":
+        return _run_release(layout, params, request)
     result = run_unlearning(
         layout.target_model_dir, load_tokenizer(layout.tokenizer_dir), read_jsonl(layout.forget_set),
         unlearning_retain_records(layout), request.method, request.mode, unlearning_hyperparameters(request, params),
@@ -294,6 +351,24 @@ def run_unlearned(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
     )
     write_json(layout.unlearned_dir / "unlearn_manifest.json", without_wall_clock(result))
     return result
+
+
+def _run_release(layout: Layout, params: dict[str, Any], request: ForgetRequest) -> dict[str, Any]:
+    """Reveal-and-Release rounds from the revealed forget set asset; the merged model goes to unlearned_dir."""
+    from dagster_project.core.model.tiny_llama import load_tokenizer
+    from dagster_project.core.reveal.release import release
+    from dagster_project.core.reveal.scoring import load_encoder
+
+    subjects, reveal_config, release_config = _reveal_inputs(layout, params, request)
+    if layout.unlearned_dir.exists():
+        shutil.rmtree(layout.unlearned_dir)
+    encode, encoder_name = load_encoder()
+    result = release(layout.target_model_dir, load_tokenizer(layout.tokenizer_dir), subjects, load_revealed(layout),
+                     unlearning_retain_records(layout), request.method, release_config, reveal_config, encode,
+                     layout.unlearned_dir, encoder_name)
+    write_json(layout.unlearned_dir / "unlearn_manifest.json",
+               {**without_wall_clock(result), "mode": request.mode, "forget_data": "reveal"})
+    return {k: v for k, v in result.items() if k != "rounds"}
 
 
 def cached_scores(layout: Layout, params: dict[str, Any], role: str, model_dir: Path, eval_sets: dict) -> dict:
@@ -355,13 +430,13 @@ def run_registered_model(layout: Layout, params: dict[str, Any]) -> dict[str, An
     md5s = {}
     for stage, path in (("forget_set", layout.forget_set), ("retain_set", layout.retain_set),
                         ("unlearned_adapter", layout.unlearned_dir), ("target_model", layout.target_model_dir),
-                        ("weight_attribution", layout.attribution_dir)):
+                        ("weight_attribution", layout.attribution_dir), ("revealed_forget_set", layout.revealed_dir)):
         md5s[stage] = locked_outs(layout.root, stage).get(layout.rel(path), "uncommitted")
     hyperparameters = unlearning_hyperparameters(request, params)
     wagle = read_json(layout.attribution_dir / "manifest.json") if request.wagle else {}
     tags = {"request_id": request.id, "method": request.method, "mode": request.mode, "git_commit": git_commit(layout.root),
             "wagle": json.dumps(request.wagle.model_dump()) if request.wagle else "none",
-            "wagle_mask_sha256": wagle.get("mask_sha256", "none"),
+            "wagle_mask_sha256": wagle.get("mask_sha256", "none"), "forget_data": request.forget_data,
             "subjects_sha256": sha256_text("\n".join(sorted(request.subjects or []))), "split": request.split or "",
             **{f"dvc_md5.{k}": v for k, v in md5s.items()}}
     registration = register_candidate(
@@ -387,8 +462,9 @@ STAGES: dict[str, Stage] = {
         Stage("target_model", run_target_model, lambda l: [l.target_model_dir], params=("model", "train")),
         Stage("retain_model", run_retain_model, lambda l: [l.retain_model_dir], params=("model", "train")),
         Stage("snap_data", run_snap_data, lambda l: [l.snap_data_dir], params=("unlearn", "eval")),
+        Stage("revealed_forget_set", run_revealed_forget_set, lambda l: [l.revealed_dir], params=("reveal", "release")),
         Stage("weight_attribution", run_weight_attribution, lambda l: [l.attribution_dir], params=("eval",)),
-        Stage("unlearned_adapter", run_unlearned, lambda l: [l.unlearned_dir], params=("unlearn",)),
+        Stage("unlearned_adapter", run_unlearned, lambda l: [l.unlearned_dir], params=("unlearn", "reveal", "release")),
         Stage("evaluation", run_evaluation, lambda l: [l.eval_dir], params=("eval",)),
         Stage("registered_model", run_registered_model, lambda l: [l.registry_record], params=("registry", "unlearn"),
               cache=False),

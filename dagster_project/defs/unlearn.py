@@ -2,8 +2,8 @@
 
 import dagster as dg
 
-from dagster_project.core.data.io import read_jsonl
-from dagster_project.core.data.validation import validate_snap_data
+from dagster_project.core.data.io import read_json, read_jsonl
+from dagster_project.core.data.validation import validate_revealed_set, validate_snap_data
 from dagster_project.core.stages import load_snap_data
 from dagster_project.defs.data import forget_request, forget_set, retain_set
 from dagster_project.defs.models import target_model, tokenizer
@@ -29,6 +29,25 @@ def snap_data_is_valid(pipeline: PipelineResource) -> dg.AssetCheckResult:
     return check_result(validate_snap_data(data["negative"], data["hard_positives"], read_jsonl(layout.forget_set)))
 
 
+@dg.asset(group_name="unlearning", kinds={"pytorch", "dvc"}, deps=[target_model, tokenizer, forget_set, forget_request],
+          description="Reveal (forget_data: reveal requests): what the target model reveals about the subjects, chosen "
+                      "by a NeuralUCB bandit over instruction templates; the relevant, deduplicated responses are the "
+                      "forget set. Empty for other requests.")
+def revealed_forget_set(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+    return materialize_stage(context, pipeline, "revealed_forget_set")
+
+
+@dg.asset_check(asset=revealed_forget_set, blocking=True,
+                description="GX: non-empty, unique ids and responses, no blank text, relevance at or above the threshold")
+def revealed_forget_set_is_valid(pipeline: PipelineResource) -> dg.AssetCheckResult:
+    layout = pipeline.layout()
+    manifest = read_json(layout.revealed_dir / "manifest.json")
+    if not manifest["built"]:
+        return dg.AssetCheckResult(passed=True, description="not a reveal request: nothing to validate")
+    records = read_jsonl(layout.revealed_dir / "revealed.jsonl")
+    return check_result(validate_revealed_set(records, manifest["config"]["relevance_threshold"]))
+
+
 @dg.asset(group_name="unlearning", kinds={"pytorch", "dvc"},
           deps=[target_model, tokenizer, forget_set, retain_set, forget_request],
           description="WAGLE weight attribution for requests with a `wagle` block: one gradient pass at θ₀, the "
@@ -39,7 +58,9 @@ def weight_attribution(context: dg.AssetExecutionContext, pipeline: PipelineReso
 
 
 @dg.asset(group_name="unlearning", kinds={"pytorch", "dvc"},
-          deps=[target_model, tokenizer, forget_set, retain_set, forget_request, snap_data, weight_attribution],
-          description="Unlearned adapter (mode=lora) or model (mode=full) for the request.")
+          deps=[target_model, tokenizer, forget_set, retain_set, forget_request, snap_data, weight_attribution,
+                revealed_forget_set],
+          description="Unlearned adapter (mode=lora) or model (mode=full) for the request; for a reveal request the "
+                      "merged model of the release rounds, with each round's forget/retain LoRA modules under rounds/.")
 def unlearned_adapter(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
     return materialize_stage(context, pipeline, "unlearned_adapter")

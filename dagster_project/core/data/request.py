@@ -8,6 +8,7 @@ Example (YAML)::
     method: graddiff
     mode: lora                          # lora | full
     hyperparameters: {steps: 100, lr: 1e-4}
+    forget_data: given                  # given (the corpus records of the subjects) | reveal (the model's own)
 
 Subject names are personal data: this module never logs them, and its error messages name the
 offending *field* (``subjects.2``) and the problem, never the value that was written there.
@@ -111,6 +112,9 @@ class ForgetRequest(BaseModel):
         Field(default_factory=dict)
     )
     wagle: WagleSpec | None = None
+    # "reveal": no forget documents; the model reveals what it knows about the subjects and Reveal-and-Release
+    # unlearns that (METHODS.md §3); the subjects' corpus records serve only as the evaluation's ground truth
+    forget_data: Literal["given", "reveal"] = "given"
 
     @field_validator("subjects")
     @classmethod
@@ -132,6 +136,8 @@ class ForgetRequest(BaseModel):
             raise ValueError("exactly one of 'subjects' or 'split' is required, got both")
         if self.subjects is None and self.split is None:
             raise ValueError("exactly one of 'subjects' or 'split' is required, got neither")
+        if self.forget_data == "reveal" and (self.mode != "lora" or self.wagle is not None):
+            raise ValueError("forget_data 'reveal' trains LoRA modules: it needs mode 'lora' and no 'wagle' block")
         return self
 
 
@@ -146,6 +152,7 @@ def request_to_dict(req: ForgetRequest) -> dict[str, Any]:
         "mode": req.mode,
         "hyperparameters": {key: req.hyperparameters[key] for key in sorted(req.hyperparameters)},
         "wagle": req.wagle.model_dump() if req.wagle else None,
+        "forget_data": req.forget_data,
     }
 
 

@@ -75,7 +75,7 @@ def _build_gx() -> dict[str, Any]:
     source = ctx.data_sources.add_pandas("unlearn_pandas")
     batch_defs = {
         kind: source.add_dataframe_asset(name=kind).add_batch_definition_whole_dataframe("all")
-        for kind in ("qa_dataset", "forget_retain_overlap", "snap_data")
+        for kind in ("qa_dataset", "forget_retain_overlap", "snap_data", "revealed_set")
     }
     return {"gx": gx, "ctx": ctx, "batch_defs": batch_defs}
 
@@ -325,3 +325,36 @@ def validate_snap_data(negative: list[dict[str, Any]], hard_positives: list[dict
     }
     with _lock:
         return _run("snap_data", "snap_data", expectations, df, "snap data", details)
+
+
+# --------------------------------------------------------------------------------------------- revealed forget set
+
+
+def validate_revealed_set(records: list[dict[str, Any]], relevance_threshold: float) -> CheckOutcome:
+    """A self-generated forget set (Reveal) is usable: non-empty, ids unique, no blank question or answer,
+    every response at or above the relevance threshold, no response repeated for the same subject."""
+    import pandas as pd
+
+    gx, _ = _gx()
+    E = gx.expectations
+    df = pd.DataFrame([{"id": r.get("id"), "blank": int(not str(r.get("answer", "")).strip() or not r.get("train_questions")),
+                        "relevance": float(r.get("relevance", -1.0)),
+                        "response_key": f"{r.get('subject')}\n{' '.join(str(r.get('answer', '')).casefold().split())}"}
+                       for r in records], columns=["id", "blank", "relevance", "response_key"]).astype(
+        {"id": object, "response_key": object, "relevance": float})
+    expectations = [
+        E.ExpectTableRowCountToBeBetween(min_value=1),
+        E.ExpectColumnValuesToBeUnique(column="id"),
+        E.ExpectColumnValuesToBeInSet(column="blank", value_set=[0]),
+        E.ExpectColumnValuesToBeBetween(column="relevance", min_value=relevance_threshold, max_value=1.0),
+        E.ExpectColumnValuesToBeUnique(column="response_key"),
+    ]
+    details = {
+        ("expect_table_row_count_to_be_between", None): "the model revealed nothing relevant: no forget data to train on",
+        ("expect_column_values_to_be_unique", "id"): "duplicate ids",
+        ("expect_column_values_to_be_in_set", "blank"): "empty responses or records without a question",
+        ("expect_column_values_to_be_between", "relevance"): f"responses below the relevance threshold {relevance_threshold}",
+        ("expect_column_values_to_be_unique", "response_key"): "a response repeated for the same subject",
+    }
+    with _lock:
+        return _run("revealed_set", "revealed_set", expectations, df, "revealed forget set", details)

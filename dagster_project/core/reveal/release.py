@@ -10,6 +10,7 @@ weights, and the merged model reveals again; rounds stop when the revealed relev
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -54,6 +55,21 @@ class ReleaseConfig:
     max_grad_norm: float = 1.0
     stop_relevance: float = 0.3  # stop once a reveal's mean relevance falls below this
     seed: int = 0
+
+
+def release_config(hyperparameters: dict[str, Any]) -> ReleaseConfig:
+    """A reveal request's hyper-parameters (params.yaml `release:` overridden by the request), checked by name."""
+    fields = {f.name: f for f in dataclasses.fields(ReleaseConfig)}
+    unknown = sorted(set(hyperparameters) - set(fields))
+    if unknown:
+        raise ValueError(f"hyperparameters.{unknown[0]}: unknown for a reveal request's release loop; "
+                         f"allowed: {', '.join(fields)}")
+    values = {k: float(v) if isinstance(fields[k].default, float) and isinstance(v, int) else v
+              for k, v in hyperparameters.items()}
+    for name, value in values.items():
+        if not isinstance(value, type(fields[name].default)) or isinstance(value, bool):
+            raise ValueError(f"hyperparameters.{name}: expected {type(fields[name].default).__name__}, got {value!r}")
+    return ReleaseConfig(**values)
 
 
 def olora_loss(model: torch.nn.Module, first: str = FORGET, second: str = RETAIN) -> torch.Tensor:

@@ -62,8 +62,11 @@ def log_run(
     tags: dict[str, str],
     artifact_dirs: dict[str, Path] | None = None,
     experiment: str = EXPERIMENT,
+    series: dict[str, list[float]] | None = None,
 ):
-    """One finished MLflow run with its params, metrics, tags and artifact folders; returns (client, run)."""
+    """One finished MLflow run with its params, metrics, tags and artifact folders; returns (client, run).
+
+    `series`: metrics logged once per step (0, 1, ...), e.g. a bandit's reward per round, plotted by MLflow."""
     from mlflow.entities import Metric, Param, RunTag
 
     client = _client(root)
@@ -75,6 +78,10 @@ def log_run(
         params=[Param(key, str(value)) for key, value in params.items()],
         tags=[RunTag("mlflow.runName", run_name)],
     )
+    steps = [Metric(key, float(value), now_ms, step) for key, values in (series or {}).items()
+             for step, value in enumerate(values)]
+    for start in range(0, len(steps), 1000):  # MLflow's limit on metrics per log_batch call
+        client.log_batch(run.info.run_id, metrics=steps[start:start + 1000])
     for name, path in (artifact_dirs or {}).items():
         client.log_artifacts(run.info.run_id, str(path), artifact_path=name)
     client.set_terminated(run.info.run_id)
