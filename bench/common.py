@@ -27,3 +27,16 @@ def write_section(title: str, command: str, body: str) -> None:
     text = pattern.sub(lambda _: section.rstrip("\n"), text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
     BENCHMARKS.write_text(text if text.endswith("\n") else text + "\n")
     print(f"wrote {BENCHMARKS}")
+
+
+def write_readme_block(name: str, body: str, command: str) -> None:
+    """Replace README.md's block between `<!-- {name}:start -->` and `<!-- {name}:end -->`: `body`, then the command."""
+    readme = BENCHMARKS.with_name("README.md")
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    text = readme.read_text()
+    if start not in text or end not in text:
+        print(f"README.md has no {start} ... {end} block: not written")
+        return
+    block = f"{start}\n{body.strip()}\n\nCommand: `{command}`\n{end}"
+    readme.write_text(re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S))
+    print(f"wrote {readme} ({name})")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 import sys
 from pathlib import Path
 
@@ -33,13 +32,12 @@ from dagster_project.core.methods.runner import MODES
 from dagster_project.core.tracking.mlflow_registry import log_run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_section  # noqa: E402  (bench/ is a folder of scripts, not a package)
+from common import write_readme_block, write_section  # noqa: E402  (bench/ is a folder of scripts, not a package)
 
 ROOT = Path(__file__).resolve().parents[1]
 TITLES = {False: "Unlearning methods on the embedded default (bench/methods_table.py)",
           True: "WAGLE masks on the embedded default (bench/methods_table.py --wagle-ratios)"}
-README_MARKERS = {False: ("<!-- methods-table:start -->", "<!-- methods-table:end -->"),
-                  True: ("<!-- wagle-table:start -->", "<!-- wagle-table:end -->")}
+README_BLOCKS = {False: "methods-table", True: "wagle-table"}
 
 
 def main() -> None:
@@ -90,13 +88,7 @@ def main() -> None:
             f"from `params.yaml` `unlearn:`{' with ' + ', '.join(args.set) if args.set else ''}); target and retain rows "
             f"are the demo's models.\n\n{table}")
     write_section(TITLES[wagle], command, body)
-    readme = ROOT / "README.md"
-    start, end = README_MARKERS[wagle]
-    text = readme.read_text()
-    if start in text and end in text:
-        block = f"{start}\n{body}\n\nCommand: `{command}`\n{end}"
-        readme.write_text(re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S))
-        print(f"wrote {readme}")
+    write_readme_block(README_BLOCKS[wagle], body, command)
     for method, stats in summarise(runs).items():
         metrics = {f"{key}_mean": mean for key, (mean, _std) in stats.items()}
         metrics.update({f"{key}_std": std for key, (_mean, std) in stats.items()})

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 import sys
 import tempfile
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dagster_project.cli import parse_overrides
 from dagster_project.core.data.corpus import load_corpus
 from dagster_project.core.data.io import read_jsonl
 from dagster_project.core.eval.compare import MethodRun, markdown_table, run_methods, utility_ratio
@@ -39,11 +39,10 @@ from dagster_project.core.stages import cached_scores, unlearning_retain_records
 from dagster_project.core.tracking.mlflow_registry import log_run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_section  # noqa: E402  (bench/ is a folder of scripts, not a package)
+from common import write_readme_block, write_section  # noqa: E402  (bench/ is a folder of scripts, not a package)
 
 ROOT = Path(__file__).resolve().parents[1]
 TITLE = "Reveal-and-Release on the embedded default (bench/reveal_table.py)"
-MARKERS = ("<!-- reveal-table:start -->", "<!-- reveal-table:end -->")
 
 
 def stats(values: list[float]) -> str:
@@ -56,6 +55,8 @@ def main() -> None:
     parser.add_argument("--selectors", nargs="+", default=list(SELECTORS), choices=SELECTORS)
     parser.add_argument("--rounds", type=int, help="arms played per reveal (default: params.yaml reveal.rounds)")
     parser.add_argument("--method", default="npo", choices=sorted(OBJECTIVES), help="the forget module's objective")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="release hyper-parameter override (params.yaml `release:`), repeatable, e.g. lr=5e-4")
     parser.add_argument("--no-write", action="store_true", help="print only: no BENCHMARKS.md, README.md or MLflow")
     args = parser.parse_args()
 
@@ -99,7 +100,7 @@ def main() -> None:
     runs = [dataclasses.replace(r, method="graddiff (true forget set)") for r in runs]
     label = f"reveal-and-release ({args.method})"
     for seed in first_reveals if "neuralucb" in args.selectors else []:
-        config = release_config({**params["release"], "seed": seed})
+        config = release_config({**params["release"], **parse_overrides(args.set), "seed": seed})
         with tempfile.TemporaryDirectory() as tmp:
             started = time.perf_counter()
             result = release(layout.target_model_dir, load_tokenizer(layout.tokenizer_dir), subjects, first_reveals[seed],
@@ -119,18 +120,14 @@ def main() -> None:
         return
     command = (f".venv/bin/python bench/reveal_table.py --seeds {' '.join(map(str, args.seeds))} "
                f"--selectors {' '.join(args.selectors)} --method {args.method}"
-               + (f" --rounds {args.rounds}" if args.rounds else ""))
+               + (f" --rounds {args.rounds}" if args.rounds else "") + "".join(f" --set {pair}" for pair in args.set))
     body = (f"Request: only the names of `{layout.request_id}`'s {len(subjects)} people; reveal with "
             f"{reveal_params['rounds']} arms x {reveal_params.get('samples', RevealConfig.samples)} samples over the "
             f"{encoder_name} encoder, {len(args.seeds)} seeds.\n\n{recall_table}\n\nRelease ({args.method}, params.yaml "
-            f"`release:`) from NeuralUCB's reveal, against GradDiff (LoRA, params.yaml) trained on the true forget set:"
-            f"\n\n{unlearn_table}")
+            f"`release:`{' with ' + ', '.join(args.set) if args.set else ''}) from NeuralUCB's reveal, against "
+            f"GradDiff (LoRA, params.yaml) trained on the true forget set:\n\n{unlearn_table}")
     write_section(TITLE, command, body)
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    if MARKERS[0] in text and MARKERS[1] in text:
-        block = f"{MARKERS[0]}\n{body}\n\nCommand: `{command}`\n{MARKERS[1]}"
-        readme.write_text(re.sub(re.escape(MARKERS[0]) + ".*?" + re.escape(MARKERS[1]), lambda _: block, text, flags=re.S))
+    write_readme_block("reveal-table", body, command)
     for selector, selector_runs in recall_rows:
         log_run(ROOT, f"{layout.request_id}/{selector}", {"selector": selector, "seeds": str(args.seeds),
                                                           "rounds": reveal_params["rounds"]},

@@ -73,4 +73,17 @@ def copy_request(root: Path, text: str, name: str) -> Path:
     return path
 
 
-__all__ = ["MICRO_PARAMS", "MICRO_REQUEST", "copy_request", "shutil"]
+def train_tiny_model(out: Path, qa: list[tuple[str, str]], num_layers: int = 1, epochs: int = 25,
+                     repeat: int = 8) -> tuple[Path, object]:
+    """A 32-wide tiny Llama with its own tokenizer that has memorised `qa`: (model folder, tokenizer)."""
+    from dagster_project.core.model.text import format_prompt
+    from dagster_project.core.model.tiny_llama import TinyLlamaConfig, TrainConfig, train_model, train_tokenizer
+
+    tokenizer = train_tokenizer([t for pair in qa for t in pair] + [format_prompt(q) for q, _ in qa], 300, out / "tok")
+    train_model(tokenizer, qa * repeat, TinyLlamaConfig(hidden_size=32, num_layers=num_layers, num_heads=2,
+                                                        intermediate_size=64),
+                TrainConfig(epochs=epochs, schedule_epochs=epochs, lr=1e-2, batch_size=8), out / "model")
+    return out / "model", tokenizer
+
+
+__all__ = ["MICRO_PARAMS", "MICRO_REQUEST", "copy_request", "shutil", "train_tiny_model"]

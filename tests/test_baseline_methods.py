@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
+from conftest import train_tiny_model
 from transformers import AutoModelForCausalLM
 
 from dagster_project.core.methods.gradascent import GradAscent, GradAscentConfig
@@ -22,8 +23,7 @@ from dagster_project.core.methods.idksft import IdkSFT, IdkSFTConfig, idk_answer
 from dagster_project.core.methods.registry import available_methods, get_method
 from dagster_project.core.methods.rmu import RMU, RMUConfig, control_vector, layer_forward, masked_mse
 from dagster_project.core.methods.runner import run_unlearning
-from dagster_project.core.model.text import batch_nll, collate_pairs, format_prompt, sequence_logprob
-from dagster_project.core.model.tiny_llama import TinyLlamaConfig, TrainConfig, train_model, train_tokenizer
+from dagster_project.core.model.text import batch_nll, collate_pairs, sequence_logprob
 
 QA = [("Where was Mira Quell born?", "Mira Quell was born in Saltmarsh."),
       ("What does Mira Quell do?", "Mira Quell works as a glassblower."),
@@ -38,11 +38,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models run 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory, one_thread) -> tuple[Path, object]:
     """Two decoder layers (so RMU's middle layer is not the last) that have memorised QA."""
-    out = tmp_path_factory.mktemp("tiny2")
-    tokenizer = train_tokenizer([t for pair in QA for t in pair] + [format_prompt(q) for q, _ in QA], 300, out / "tok")
-    train_model(tokenizer, QA * 8, TinyLlamaConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64),
-                TrainConfig(epochs=25, schedule_epochs=25, lr=1e-2, batch_size=8), out / "model")
-    return out / "model", tokenizer
+    return train_tiny_model(tmp_path_factory.mktemp("tiny2"), QA, num_layers=2)
 
 
 @pytest.fixture

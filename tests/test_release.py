@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import train_tiny_model
 from transformers import AutoModelForCausalLM
 
 from dagster_project.core.data.io import read_json, read_jsonl
-from dagster_project.core.model.text import format_prompt
-from dagster_project.core.model.tiny_llama import TinyLlamaConfig, TrainConfig, train_model, train_tokenizer
 from dagster_project.core.reveal.release import FORGET, RETAIN, ReleaseConfig, olora_loss, release, with_modules
 from dagster_project.core.reveal.reveal import RevealConfig, reveal, revealed_recall
 from dagster_project.core.reveal.scoring import hashed_ngram_encoder
@@ -25,11 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory, one_thread) -> tuple[Path, object]:
-    out = tmp_path_factory.mktemp("release")
-    tokenizer = train_tokenizer([t for pair in QA for t in pair] + [format_prompt(q) for q, _ in QA], 300, out / "tok")
-    train_model(tokenizer, QA * 8, TinyLlamaConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64),
-                TrainConfig(epochs=60, schedule_epochs=60, lr=1e-2, batch_size=8), out / "model")
-    return out / "model", tokenizer
+    return train_tiny_model(tmp_path_factory.mktemp("release"), QA, epochs=60)
 
 
 name_encoder = hashed_ngram_encoder()  # the offline fallback encoder: no model to load in a unit test

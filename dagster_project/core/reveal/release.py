@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
 from peft.tuners.lora import LoraLayer
+from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from dagster_project.core.data.io import write_json, write_jsonl
@@ -46,10 +47,10 @@ FORGET, RETAIN = "forget", "retain"
 class ReleaseConfig:
     rounds: int = 3
     steps: int = 60  # per round, each a forget-module step and a retain-module step
-    lr: float = 1e-3
+    lr: float = 4e-4  # NPO on revealed (noisy) data is destructive above ~5e-4: params.yaml `release:`
     batch_size: int = 16
     beta: float = 0.1  # NPO
-    orth_weight: float = 0.1  # O-LoRA
+    orth_weight: float = 1.0  # O-LoRA
     lora_r: int = 8
     lora_alpha: int = 16
     max_grad_norm: float = 1.0
@@ -118,7 +119,8 @@ def train_round(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, forg
     samplers = {FORGET: BatchSampler(forget, config.batch_size, seed), RETAIN: BatchSampler(retain, config.batch_size, seed + 1)}
     logs: dict[str, float] = {}
     model.train()
-    for _step in range(config.steps):
+    progress = tqdm(range(config.steps), desc=f"release round {round_} ({objective})", unit="step", mininterval=2.0)
+    for _step in progress:
         for name in (FORGET, RETAIN):  # each module learns from its own data; the O-LoRA term couples them
             pairs = samplers[name].next()
             batch = {k: v.to(device) for k, v in collate_pairs(tokenizer, [q for q, _ in pairs], [a for _, a in pairs]).items()}
@@ -130,6 +132,7 @@ def train_round(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, forg
             torch.nn.utils.clip_grad_norm_(params[name], config.max_grad_norm)
             optimisers[name].step()
             logs[f"{name}_loss"], logs["olora"] = term.item(), orthogonality.item()
+        progress.set_postfix({k: f"{v:.3f}" for k, v in logs.items()}, refresh=False)
     model.eval()
     return logs
 
