@@ -10,6 +10,8 @@
     unlearn run --method npo --set beta=0.2 --seeds 0 1 2
                                      try a method on the request's forget set: train from the target model,
                                      evaluate against the retain model, print mean ± std over seeds
+    unlearn request new --subject "Full Name" --method npo [--forget-data reveal]
+                                     write a validated request file into data/requests/
 """
 
 from __future__ import annotations
@@ -198,6 +200,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_request_new(args: argparse.Namespace) -> int:
+    from dagster_project.core.data.io import fingerprint
+    from dagster_project.core.data.request import build_request, write_request
+    from dagster_project.core.methods.registry import get_method
+    from dagster_project.core.reveal.release import release_config
+
+    root = Path(args.root).resolve()
+    params = load_params(root, args.params)
+    hyperparameters = parse_overrides(args.set)
+    # the id names the file and the partition; derived from a hash, it never spells out a subject's name
+    request_id = args.id or "req-" + fingerprint([args.subject, args.split, args.method, args.forget_data])[:10]
+    request = build_request(id=request_id, description=args.description, subjects=args.subject or None, split=args.split,
+                            method=args.method, mode=args.mode, hyperparameters=hyperparameters,
+                            wagle={"ratio": args.wagle_ratio} if args.wagle_ratio is not None else None,
+                            forget_data=args.forget_data)
+    spec = get_method(request.method)  # an unknown method or hyper-parameter fails now, not at training time
+    if request.forget_data == "reveal":
+        release_config({**(params.get("release") or {}), **hyperparameters})
+    else:
+        spec.config_cls.from_hyperparameters({**(params["unlearn"].get(request.method) or {}), **hyperparameters})
+    path = write_request(request, root / params["requests_dir"], overwrite=args.force)
+    print(f"wrote {path.relative_to(root)} (id {request.id}); point params.yaml `request:` at it to run it")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unlearn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default=os.environ.get("UNLEARN_ROOT", "."), help="repo root (artifact store, DVC, MLflow)")
@@ -237,6 +264,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-cache", action="store_true", help="retrain even when .cache/method-runs/ holds this run "
                      "(same code, model, data and hyper-parameters)")
     run.set_defaults(func=cmd_run)
+    request = sub.add_parser("request", help="forget request files").add_subparsers(dest="request_command", required=True)
+    new = request.add_parser("new", help="write a validated request file into the requests directory (data/requests/)")
+    new.add_argument("--subject", action="append", help="a person to forget, repeatable (or --split)")
+    new.add_argument("--split", choices=("forget01", "forget05", "forget10"), help="a forget split of the corpus")
+    new.add_argument("--method", default="graddiff", help="a registered method (`unlearn methods`; default graddiff)")
+    new.add_argument("--mode", default="lora", choices=("lora", "full"))
+    new.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="hyper-parameter, repeatable")
+    new.add_argument("--forget-data", default="given", choices=("given", "reveal"),
+                     help="reveal: no forget documents, the model reveals what it knows (Reveal-and-Release)")
+    new.add_argument("--wagle-ratio", type=float, help="WAGLE: the fraction of weights kept trainable")
+    new.add_argument("--id", help="request id = file name (default: req-<hash>, never the subject's name)")
+    new.add_argument("--description", help="free text, e.g. the ticket number")
+    new.add_argument("--force", action="store_true", help="replace an existing file of the same id")
+    new.set_defaults(func=cmd_request_new)
     return parser
 
 

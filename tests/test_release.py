@@ -71,6 +71,11 @@ def test_reveal_surfaces_the_subjects_facts_and_logs_only_hashes(tiny) -> None:
     truth = [{"subject": "Mira Quell", "value": "Saltmarsh"}, {"subject": "Mira Quell", "value": "glassblower"}]
     assert revealed_recall(result.records, truth) > 0
     assert revealed_recall([], truth) == 0.0
+    mention = reveal(model, tokenizer, ["Mira Quell"], RevealConfig(rounds=4, samples=4, max_new_tokens=24, scorer="mention",
+                                                                  relevance_threshold=1.0), name_encoder, progress=False)
+    assert all("Mira" in r["answer"] and "Quell" in r["answer"] for r in mention.records)
+    with pytest.raises(ValueError, match="reveal.scorer must be one of"):
+        reveal(model, tokenizer, ["Mira Quell"], RevealConfig(scorer="llm-judge"), name_encoder, progress=False)
 
 
 def test_release_rounds_save_both_modules_and_a_merged_model_that_forgets(tiny, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dagster_project.core.reveal.bandit import EpsilonGreedy, NeuralUCB, RandomSelector, make_selector
-from dagster_project.core.reveal.scoring import harmonic_reward, relevance, vendi_score
+from dagster_project.core.reveal.scoring import harmonic_reward, name_mention, relevance, vendi_score
 
 
 def test_vendi_identical_items_count_once_and_orthogonal_items_all_count() -> None:
@@ -33,6 +33,8 @@ def test_reward_is_the_weighted_harmonic_mean() -> None:
     assert harmonic_reward(0.8, 0.2, relevance_weight=3.0) == pytest.approx(4 / (3 / 0.8 + 1 / 0.2))
     assert harmonic_reward(0.0, 0.9) == 0.0
     assert relevance(np.array([[1.0, 0.0], [-1.0, 0.0], [0.6, 0.8]]), np.array([1.0, 0.0])).tolist() == [1.0, 0.0, 0.6]
+    responses = ["MIRA QUELL was born here.", "Quell writes.", "Nobody we know."]
+    assert name_mention(responses, "Mira Quell").tolist() == [1.0, 0.5, 0.0]
 
 
 def synthetic_bandit(seed: int, n_arms: int = 20, dims: int = 6) -> tuple[np.ndarray, np.ndarray]:

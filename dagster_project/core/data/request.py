@@ -156,6 +156,27 @@ def request_to_dict(req: ForgetRequest) -> dict[str, Any]:
     }
 
 
+def build_request(**fields: Any) -> ForgetRequest:
+    """A ForgetRequest from keyword fields, failing with the same field-naming, value-free RequestError as a file."""
+    try:
+        return ForgetRequest.model_validate(fields)
+    except ValidationError as exc:
+        raise RequestError(_format_validation_error(f"request {fields.get('id')}", exc)) from None
+
+
+def write_request(request: ForgetRequest, requests_dir: Path = DEFAULT_REQUESTS_DIR, overwrite: bool = False) -> Path:
+    """Write `request` as `<requests_dir>/<id>.yaml` (unset fields left out) and read it back through
+    :func:`load_request`, so what is written is exactly what the pipeline will accept."""
+    path = Path(requests_dir) / f"{request.id}.yaml"
+    if path.exists() and not overwrite:
+        raise RequestError(f"request {request.id}: {path} exists (pass overwrite/--force to replace it)")
+    body = {key: value for key, value in request_to_dict(request).items() if value not in (None, {}, "given")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(body, sort_keys=False, allow_unicode=True))
+    load_request(path, requests_dir)
+    return path
+
+
 # --------------------------------------------------------------------------------------------- loading
 
 

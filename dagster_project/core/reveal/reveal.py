@@ -21,7 +21,9 @@ from transformers import PreTrainedTokenizerFast
 from dagster_project.core.model.text import format_prompt
 from dagster_project.core.reveal.bandit import NeuralUCB, make_selector
 from dagster_project.core.reveal.instructions import INSTRUCTION_TEMPLATES, SUBJECT_PLACEHOLDER, fill
-from dagster_project.core.reveal.scoring import Encoder, harmonic_reward, relevance, vendi_score
+from dagster_project.core.reveal.scoring import Encoder, harmonic_reward, name_mention, relevance, vendi_score
+
+SCORERS = ("embedding", "mention")
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class RevealConfig:
     relevance_weight: float = 1.0
     diversity_weight: float = 1.0
     relevance_threshold: float = 0.3  # a response joins the forget set at this relevance or above
+    scorer: str = "embedding"  # relevance: embedding (cosine to the subject's name) | mention (name parts present)
     temperature: float = 1.0
     top_p: float = 0.95
     max_new_tokens: int = 40
@@ -92,6 +95,8 @@ def reveal(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, subjects:
            progress: bool = True) -> RevealResult:
     if not subjects:
         raise ValueError("reveal needs at least one subject name")
+    if config.scorer not in SCORERS:
+        raise ValueError(f"reveal.scorer must be one of {', '.join(SCORERS)}, got {config.scorer!r}")
     model.eval()
     selector = make_selector(config.selector, arm_features(encode, templates, config.feature_dims), config.seed,
                              nu=config.nu, hidden=config.hidden, epsilon=config.epsilon)
@@ -105,7 +110,8 @@ def reveal(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, subjects:
         question = fill(templates[arm], subjects[subject])
         responses = sample_responses(model, tokenizer, question, config.samples, config, config.seed * 1_000_003 + round_)
         vectors = encode(responses)
-        scores = relevance(vectors, subject_vectors[subject])
+        scores = (name_mention(responses, subjects[subject]) if config.scorer == "mention"
+                  else relevance(vectors, subject_vectors[subject]))
         diversity = vendi_score(vectors) / len(responses)
         reward = harmonic_reward(float(scores.mean()), diversity, config.relevance_weight, config.diversity_weight)
         selector.update(arm, reward)

@@ -57,6 +57,13 @@ def relevance(response_vectors: np.ndarray, subject_vector: np.ndarray) -> np.nd
     return np.clip(np.asarray(response_vectors) @ np.asarray(subject_vector), 0.0, 1.0)
 
 
+def name_mention(responses: Sequence[str], subject: str) -> np.ndarray:
+    """The other relevance scorer: the share of the subject's name parts each response contains (case-blind).
+    Exact and model-free; blind to paraphrase ("she", "the author") where embeddings are not."""
+    parts = subject.casefold().split()
+    return np.array([sum(part in response.casefold() for part in parts) / len(parts) for response in responses])
+
+
 def harmonic_reward(relevance_score: float, diversity: float, relevance_weight: float = 1.0,
                     diversity_weight: float = 1.0) -> float:
     """Weighted harmonic mean of relevance and diversity (both in [0, 1]); 0 if either is 0."""
