@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +159,7 @@ def run_revealed_forget_set(layout: Layout, params: dict[str, Any]) -> dict[str,
     subjects (NeuralUCB over the instruction pool). Arms and rewards go to MLflow (experiment `reveal`) as
     numbers and hashes. Other requests get an empty set."""
     from dagster_project.core.eval.standalone import load_for_eval
-    from dagster_project.core.reveal.reveal import config_dict, reveal
+    from dagster_project.core.reveal.reveal import reveal
     from dagster_project.core.reveal.scoring import load_encoder
     from dagster_project.core.tracking.mlflow_registry import log_run
 
@@ -177,9 +177,9 @@ def run_revealed_forget_set(layout: Layout, params: dict[str, Any]) -> dict[str,
     write_jsonl(layout.revealed_dir / "revealed.jsonl", result.records)
     write_jsonl(layout.revealed_dir / "log" / "arms.jsonl", result.log)  # numbers and hashes only
     summary = {**result.summary(), "subjects": len(subjects)}
-    write_json(layout.revealed_dir / "manifest.json", {"built": True, **summary, "config": config_dict(config)})
+    write_json(layout.revealed_dir / "manifest.json", {"built": True, **summary, "config": asdict(config)})
     _client, run = log_run(
-        layout.root, f"{request.id}/reveal", {f"reveal.{k}": v for k, v in config_dict(config).items()},
+        layout.root, f"{request.id}/reveal", {f"reveal.{k}": v for k, v in asdict(config).items()},
         {k: v for k, v in summary.items() if isinstance(v, (int, float))},
         {"request_id": request.id, "subjects_sha256": sha256_text("\n".join(sorted(subjects))), "encoder": encoder_name},
         artifact_dirs={"reveal_log": layout.revealed_dir / "log"}, experiment="reveal",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -138,7 +138,3 @@ def revealed_recall(revealed: Sequence[dict[str, Any]], truth: Sequence[dict[str
         answers[record["subject"]] = answers.get(record["subject"], "") + "\n" + record["answer"].casefold()
     found = [str(r["value"]).casefold() in answers.get(r["subject"], "") for r in truth]
     return float(np.mean(found)) if found else 0.0
-
-
-def config_dict(config: RevealConfig) -> dict[str, Any]:
-    return asdict(config)
