@@ -32,7 +32,7 @@ def test_every_asset_is_a_core_stage_and_checks_are_blocking() -> None:
     names = {name for name, _parents in asset_graph_order()}
     assert names == set(STAGES)
     checks = list(definitions.asset_checks)
-    assert len(checks) == 4  # corpus, forget set, retain set (disjointness), SNAP data
+    assert len(checks) == 5  # corpus, forget set, retain set (disjointness), SNAP data, revealed forget set
     assert all(spec.blocking for check in checks for spec in check.check_specs)
 
 
