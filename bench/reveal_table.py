@@ -105,9 +105,10 @@ def main() -> None:
             started = time.perf_counter()
             result = release(layout.target_model_dir, load_tokenizer(layout.tokenizer_dir), subjects, first_reveals[seed],
                              unlearning_retain_records(layout), args.method, config,
-                             RevealConfig(**{**reveal_params, "seed": seed}), encode, Path(tmp), encoder_name)
+                             RevealConfig(**{**reveal_params, "seed": seed}), encode, Path(tmp) / "model",
+                             Path(tmp) / "rounds", encoder_name)
             seconds = time.perf_counter() - started
-            released, released_tokenizer = load_for_eval(Path(tmp))
+            released, released_tokenizer = load_for_eval(Path(tmp) / "model")
             scores = score_model(released, released_tokenizer, eval_sets, eval_params["batch_size"],
                                  eval_params["max_new_tokens"], eval_params["relearn_steps"], eval_params["seed"])
         metrics = build_report(eval_sets, {**reference, "candidate": scores})["models"]["candidate"]["metrics"]

@@ -29,7 +29,7 @@ def test_whole_graph_registers_a_candidate_with_dvc_hashes(micro_root: Path, cap
     result = dg.materialize(all_assets_and_checks(), resources={"pipeline": PipelineResource(root=str(micro_root))})
     assert result.success
     checks = result.get_asset_check_evaluations()
-    assert len(checks) == 4 and all(c.passed for c in checks)  # snap_data's passes empty: not a SNAP request
+    assert len(checks) == 5 and all(c.passed for c in checks)  # snap_data and revealed_forget_set pass empty
 
     status = registry_status(micro_root)
     (model,) = status["models"]
@@ -212,6 +212,9 @@ def test_reveal_request_trains_on_what_the_model_reveals(micro_root: Path) -> No
     manifest = read_json(layout.unlearned_dir / "unlearn_manifest.json")
     assert manifest["forget_data"] == "reveal" and manifest["rounds_done"] == 1 and manifest["objective"] == "npo"
     assert (layout.unlearned_dir / "rounds" / "round-0" / "forget" / "adapter_model.safetensors").exists()
+    # what each round trained on is versioned beside the datasets, not in the model folder MLflow stores
+    assert read_jsonl(layout.release_rounds_dir / "round-0" / "revealed.jsonl")
+    assert not list(layout.unlearned_dir.rglob("*.jsonl"))
     assert (layout.unlearned_dir / "model.safetensors").exists()  # the merged composition, evaluated and registered
     assert "forget_quality" in read_json(layout.eval_dir / "report.json")["models"]["unlearned"]["metrics"]
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{micro_root / '.mlflow' / 'mlflow.db'}")

@@ -86,12 +86,13 @@ def test_release_rounds_save_both_modules_and_a_merged_model_that_forgets(tiny, 
     retain = [{"train_questions": [q], "answer": a} for q, a in QA if "Tobin" in q]
     config = ReleaseConfig(rounds=2, steps=15, lr=1e-2, batch_size=4, stop_relevance=0.0)
     result = release(model_dir, tokenizer, ["Mira Quell"], first, retain, "npo", config, reveal_config, name_encoder,
-                     tmp_path / "out")
+                     tmp_path / "out", tmp_path / "data")
     assert result["rounds_done"] == 2 and result["objective"] == "npo"
     for round_ in range(2):
         for name in (FORGET, RETAIN):
             assert (tmp_path / "out" / "rounds" / f"round-{round_}" / name / "adapter_model.safetensors").exists()
-        assert read_jsonl(tmp_path / "out" / "rounds" / f"round-{round_}" / "revealed.jsonl")
+        assert read_jsonl(tmp_path / "data" / f"round-{round_}" / "revealed.jsonl")  # personal data: not in out/
+    assert not list((tmp_path / "out").rglob("*.jsonl"))
     assert read_json(tmp_path / "out" / "release_manifest.json")["rounds_done"] == 2
     released = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
     before = {n: p for n, p in model.named_parameters()}
@@ -107,7 +108,9 @@ def test_release_rounds_save_both_modules_and_a_merged_model_that_forgets(tiny, 
         assert nll(released, mira) - nll(model, mira) > 2 * abs(nll(released, tobin) - nll(model, tobin))
     # the stopping rule: a reveal less relevant than `stop_relevance` ends the rounds (here before the first)
     stopped = release(model_dir, tokenizer, ["Mira Quell"], first, retain, "npo",
-                      ReleaseConfig(rounds=2, stop_relevance=first.mean_relevance + 0.01), reveal_config, name_encoder, tmp_path / "stop")
+                      ReleaseConfig(rounds=2, stop_relevance=first.mean_relevance + 0.01), reveal_config, name_encoder,
+                      tmp_path / "stop", tmp_path / "stop-data")
     assert stopped["rounds_done"] == 0 and "before round 0" in stopped["stopped"]
     with pytest.raises(ValueError, match="forget objective must be one of"):
-        release(model_dir, tokenizer, ["Mira Quell"], first, retain, "rmu", config, reveal_config, name_encoder, tmp_path / "x")
+        release(model_dir, tokenizer, ["Mira Quell"], first, retain, "rmu", config, reveal_config, name_encoder,
+                tmp_path / "x", tmp_path / "x-data")

@@ -81,6 +81,11 @@ class Layout:
         return self.assets / "datasets" / self.request_id / "revealed"
 
     @property
+    def release_rounds_dir(self) -> Path:
+        """What each release round of a reveal request trained on (a manifest saying 'not built' otherwise)."""
+        return self.assets / "datasets" / self.request_id / "release-rounds"
+
+    @property
     def attribution_dir(self) -> Path:
         """WAGLE's weight mask and LoRA targets for the request (a manifest saying 'not built' otherwise)."""
         return self.assets / "attribution" / self.request_id

@@ -341,8 +341,11 @@ def run_unlearned(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
     from dagster_project.core.model.tiny_llama import load_tokenizer
 
     request = _request(layout)
+    if layout.release_rounds_dir.exists():
+        shutil.rmtree(layout.release_rounds_dir)
     if request.forget_data == "reveal":
         return _run_release(layout, params, request)
+    write_json(layout.release_rounds_dir / "manifest.json", {"built": False})
     result = run_unlearning(
         layout.target_model_dir, load_tokenizer(layout.tokenizer_dir), read_jsonl(layout.forget_set),
         unlearning_retain_records(layout), request.method, request.mode, unlearning_hyperparameters(request, params),
@@ -365,7 +368,8 @@ def _run_release(layout: Layout, params: dict[str, Any], request: ForgetRequest)
     encode, encoder_name = load_encoder()
     result = release(layout.target_model_dir, load_tokenizer(layout.tokenizer_dir), subjects, load_revealed(layout),
                      unlearning_retain_records(layout), request.method, release_config, reveal_config, encode,
-                     layout.unlearned_dir, encoder_name)
+                     layout.unlearned_dir, layout.release_rounds_dir, encoder_name)
+    write_json(layout.release_rounds_dir / "manifest.json", {"built": True, "rounds_done": result["rounds_done"]})
     write_json(layout.unlearned_dir / "unlearn_manifest.json",
                {**without_wall_clock(result), "mode": request.mode, "forget_data": "reveal"})
     return {k: v for k, v in result.items() if k != "rounds"}
@@ -428,10 +432,15 @@ def run_registered_model(layout: Layout, params: dict[str, Any]) -> dict[str, An
     metrics.update({f"{model}/{scope}/{k}": v for model in ("target", "retain")
                     for k, v in report["models"][model]["metrics"].items()})
     md5s = {}
-    for stage, path in (("forget_set", layout.forget_set), ("retain_set", layout.retain_set),
-                        ("unlearned_adapter", layout.unlearned_dir), ("target_model", layout.target_model_dir),
-                        ("weight_attribution", layout.attribution_dir), ("revealed_forget_set", layout.revealed_dir)):
-        md5s[stage] = locked_outs(layout.root, stage).get(layout.rel(path), "uncommitted")
+    for label, stage, path in (
+        ("forget_set", "forget_set", layout.forget_set), ("retain_set", "retain_set", layout.retain_set),
+        ("unlearned_adapter", "unlearned_adapter", layout.unlearned_dir),
+        ("target_model", "target_model", layout.target_model_dir),
+        ("weight_attribution", "weight_attribution", layout.attribution_dir),
+        ("revealed_forget_set", "revealed_forget_set", layout.revealed_dir),
+        ("release_rounds", "unlearned_adapter", layout.release_rounds_dir),
+    ):
+        md5s[label] = locked_outs(layout.root, stage).get(layout.rel(path), "uncommitted")
     hyperparameters = unlearning_hyperparameters(request, params)
     wagle = read_json(layout.attribution_dir / "manifest.json") if request.wagle else {}
     tags = {"request_id": request.id, "method": request.method, "mode": request.mode, "git_commit": git_commit(layout.root),
@@ -464,7 +473,7 @@ STAGES: dict[str, Stage] = {
         Stage("snap_data", run_snap_data, lambda l: [l.snap_data_dir], params=("unlearn", "eval")),
         Stage("revealed_forget_set", run_revealed_forget_set, lambda l: [l.revealed_dir], params=("reveal", "release")),
         Stage("weight_attribution", run_weight_attribution, lambda l: [l.attribution_dir], params=("eval",)),
-        Stage("unlearned_adapter", run_unlearned, lambda l: [l.unlearned_dir], params=("unlearn", "reveal", "release")),
+        Stage("unlearned_adapter", run_unlearned, lambda l: [l.unlearned_dir, l.release_rounds_dir], params=("unlearn", "reveal", "release")),
         Stage("evaluation", run_evaluation, lambda l: [l.eval_dir], params=("eval",)),
         Stage("registered_model", run_registered_model, lambda l: [l.registry_record], params=("registry", "unlearn"),
               cache=False),

@@ -139,9 +139,10 @@ def train_round(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, forg
 
 def release(target_dir: Path, tokenizer: PreTrainedTokenizerFast, subjects: Sequence[str], first_reveal: RevealResult,
             retain_records: Sequence[dict[str, Any]], method: str, config: ReleaseConfig, reveal_config: RevealConfig,
-            encode: Encoder, out_dir: Path, encoder_name: str = "") -> dict[str, Any]:
+            encode: Encoder, out_dir: Path, data_dir: Path, encoder_name: str = "") -> dict[str, Any]:
     """Rounds of release starting from the target model's reveal (`first_reveal`); the final merged model,
-    each round's two adapters, revealed data and reveal log (hashes) go under `out_dir`."""
+    each round's two adapters under `out_dir/rounds/round-k/`; each round's revealed data and reveal log under
+    `data_dir/round-k/`: personal data, kept apart from the model folder, which is logged to MLflow."""
     if method not in OBJECTIVES:
         raise ValueError(f"method {method!r}: a reveal request's forget objective must be one of {', '.join(OBJECTIVES)}")
     objective = OBJECTIVES[method]
@@ -165,8 +166,8 @@ def release(target_dir: Path, tokenizer: PreTrainedTokenizerFast, subjects: Sequ
         peft_model.save_pretrained(round_dir)  # non-default adapter names: round_dir/forget/, round_dir/retain/
         for name in (FORGET, RETAIN):
             sort_adapter_target_modules(round_dir / name / "adapter_config.json")
-        write_jsonl(round_dir / "revealed.jsonl", revealed.records)
-        write_jsonl(round_dir / "reveal_log.jsonl", revealed.log)
+        write_jsonl(data_dir / f"round-{round_}" / "revealed.jsonl", revealed.records)
+        write_jsonl(data_dir / f"round-{round_}" / "reveal_log.jsonl", revealed.log)
         rounds.append({"round": round_, **revealed.summary(), **{f"final_{k}": v for k, v in logs.items()}})
         model = peft_model.merge_and_unload()
     model.save_pretrained(out_dir)
