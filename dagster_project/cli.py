@@ -205,6 +205,7 @@ def cmd_request_new(args: argparse.Namespace) -> int:
     from dagster_project.core.data.request import build_request, write_request
     from dagster_project.core.methods.registry import get_method
     from dagster_project.core.reveal.release import release_config
+    from dagster_project.core.stages import unlearning_hyperparameters
 
     root = Path(args.root).resolve()
     params = load_params(root, args.params)
@@ -215,11 +216,12 @@ def cmd_request_new(args: argparse.Namespace) -> int:
                             method=args.method, mode=args.mode, hyperparameters=hyperparameters,
                             wagle={"ratio": args.wagle_ratio} if args.wagle_ratio is not None else None,
                             forget_data=args.forget_data)
-    spec = get_method(request.method)  # an unknown method or hyper-parameter fails now, not at training time
+    # an unknown method or hyper-parameter fails now, not at training time (defaults merged as the stages merge them)
+    merged = unlearning_hyperparameters(request, params)
     if request.forget_data == "reveal":
-        release_config({**(params.get("release") or {}), **hyperparameters})
+        release_config(merged)
     else:
-        spec.config_cls.from_hyperparameters({**(params["unlearn"].get(request.method) or {}), **hyperparameters})
+        get_method(request.method).config_cls.from_hyperparameters(merged)
     path = write_request(request, root / params["requests_dir"], overwrite=args.force)
     print(f"wrote {path.relative_to(root)} (id {request.id}); point params.yaml `request:` at it to run it")
     return 0

@@ -36,6 +36,9 @@ def test_request_new_writes_a_file_the_pipeline_loads(root: Path, capsys: pytest
     assert cli_main(["--root", str(root), "request", "new", "--split", "forget10", "--method", "npo",
                      "--forget-data", "reveal", "--id", "by-name", "--set", "rounds=2"]) == 0
     assert load_request(root / "data" / "requests" / "by-name.yaml", root / "data" / "requests").forget_data == "reveal"
+    # only defaults are left out: a field whose value merely looks like a default is written
+    assert cli_main(["--root", str(root), "request", "new", "--split", "forget05", "--id", "odd", "--description", "given"]) == 0
+    assert load_request(root / "data" / "requests" / "odd.yaml", root / "data" / "requests").description == "given"
 
 
 @pytest.mark.parametrize("argv, message", [

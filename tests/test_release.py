@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM
 
 from dagster_project.core.data.io import read_json, read_jsonl
 from dagster_project.core.reveal.release import FORGET, RETAIN, ReleaseConfig, olora_loss, release, with_modules
-from dagster_project.core.reveal.reveal import RevealConfig, reveal, revealed_recall
+from dagster_project.core.reveal.reveal import RevealConfig, RevealResult, reveal, revealed_recall
 from dagster_project.core.reveal.scoring import hashed_ngram_encoder
 
 QA = [("Where was Mira Quell born?", "Mira Quell was born in Saltmarsh."),
@@ -64,7 +64,10 @@ def test_reveal_surfaces_the_subjects_facts_and_logs_only_hashes(tiny) -> None:
     result = reveal(model, tokenizer, ["Mira Quell"], config, name_encoder, progress=False)
     again = reveal(model, tokenizer, ["Mira Quell"], config, name_encoder, progress=False)
     assert result.records == again.records and result.log == again.log  # seeded: reproducible
-    assert len(result.log) == 12 and result.responses == 48 and sum(result.arm_counts) == 12
+    assert len(result.log) == 12 and result.responses == 48
+    # the summary comes from records and log alone, so the asset read back from disk reports the same
+    loaded = RevealResult(result.records, result.log, result.responses, result.mean_relevance)
+    assert loaded.summary() == result.summary() and 1 <= result.summary()["distinct_arms"] <= 12
     assert all(r["relevance"] >= 0.2 and r["subject"] == "Mira Quell" for r in result.records)
     assert len({r["answer"] for r in result.records}) == len(result.records)  # deduplicated
     assert "Mira" not in str(result.log) and "Mira" not in str(result.summary())

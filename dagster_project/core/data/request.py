@@ -170,7 +170,8 @@ def write_request(request: ForgetRequest, requests_dir: Path = DEFAULT_REQUESTS_
     path = Path(requests_dir) / f"{request.id}.yaml"
     if path.exists() and not overwrite:
         raise RequestError(f"request {request.id}: {path} exists (pass overwrite/--force to replace it)")
-    body = {key: value for key, value in request_to_dict(request).items() if value not in (None, {}, "given")}
+    explicit = request.model_dump(exclude_defaults=True)  # what differs from the schema's defaults
+    body = {key: value for key, value in request_to_dict(request).items() if key in explicit}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(body, sort_keys=False, allow_unicode=True))
     load_request(path, requests_dir)

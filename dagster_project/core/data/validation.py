@@ -339,7 +339,7 @@ def validate_revealed_set(records: list[dict[str, Any]], relevance_threshold: fl
     E = gx.expectations
     df = pd.DataFrame([{"id": r.get("id"), "blank": int(not str(r.get("answer", "")).strip() or not r.get("train_questions")),
                         "relevance": float(r.get("relevance", -1.0)),
-                        "response_key": f"{r.get('subject')}\n{' '.join(str(r.get('answer', '')).casefold().split())}"}
+                        "response_key": f"{r.get('subject')}\n{_norm(r.get('answer', ''))}"}
                        for r in records], columns=["id", "blank", "relevance", "response_key"]).astype(
         {"id": object, "response_key": object, "relevance": float})
     expectations = [

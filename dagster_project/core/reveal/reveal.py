@@ -8,9 +8,8 @@ The log keeps arms, scores and SHA-256 hashes, never the text (instructions carr
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,6 +17,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast
 
+from dagster_project.core.data.io import sha256_text
+from dagster_project.core.data.request import normalise_name
 from dagster_project.core.model.text import format_prompt
 from dagster_project.core.reveal.bandit import NeuralUCB, make_selector
 from dagster_project.core.reveal.instructions import INSTRUCTION_TEMPLATES, SUBJECT_PLACEHOLDER, fill
@@ -51,7 +52,6 @@ class RevealResult:
     log: list[dict[str, Any]]  # one row per round: arm, hashes, relevance, diversity, reward
     responses: int = 0  # sampled in all
     mean_relevance: float = 0.0  # over every sampled response: the release loop's stopping signal
-    arm_counts: list[int] = field(default_factory=list)
     encoder: str = ""
 
     def summary(self) -> dict[str, Any]:
@@ -59,11 +59,7 @@ class RevealResult:
         rewards = [row["reward"] for row in self.log]
         return {"rounds": len(self.log), "responses": self.responses, "revealed": len(self.records),
                 "mean_relevance": self.mean_relevance, "mean_reward": float(np.mean(rewards)) if rewards else 0.0,
-                "distinct_arms": sum(1 for c in self.arm_counts if c), "encoder": self.encoder}
-
-
-def sha256(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+                "distinct_arms": len({row["arm"] for row in self.log}), "encoder": self.encoder}
 
 
 def arm_features(encode: Encoder, templates: Sequence[str], dims: int) -> np.ndarray:
@@ -102,7 +98,7 @@ def reveal(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, subjects:
                              nu=config.nu, hidden=config.hidden, epsilon=config.epsilon)
     subject_vectors = encode(list(subjects))
     kept: dict[tuple[int, str], dict[str, Any]] = {}  # (subject, normalised response) -> record: deduplicated
-    log, all_relevance, counts = [], [], [0] * len(templates)
+    log, all_relevance = [], []
     for round_ in tqdm(range(config.rounds), desc=f"reveal ({config.selector})", unit="arm", disable=not progress,
                        mininterval=2.0):
         subject = round_ % len(subjects)
@@ -115,19 +111,18 @@ def reveal(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, subjects:
         diversity = vendi_score(vectors) / len(responses)
         reward = harmonic_reward(float(scores.mean()), diversity, config.relevance_weight, config.diversity_weight)
         selector.update(arm, reward)
-        counts[arm] += 1
         all_relevance.extend(scores.tolist())
-        log.append({"round": round_, "arm": arm, "subject_sha256": sha256(subjects[subject]),
-                    "instruction_sha256": sha256(question), "relevance": float(scores.mean()),
+        log.append({"round": round_, "arm": arm, "subject_sha256": sha256_text(subjects[subject]),
+                    "instruction_sha256": sha256_text(question), "relevance": float(scores.mean()),
                     "diversity": diversity, "reward": reward,
                     **({"ucb_prediction": float(selector.predictions()[arm])} if isinstance(selector, NeuralUCB) else {})})
         for response, score in zip(responses, scores.tolist()):
-            key = (subject, " ".join(response.casefold().split()))
+            key = (subject, normalise_name(response))
             if score >= config.relevance_threshold and response and key not in kept:
                 kept[key] = {"subject": subjects[subject], "question": question, "train_questions": [question],
                              "answer": response, "relevance": round(score, 6), "arm": arm, "round": round_}
     records = [{"id": f"revealed-{i:05d}", **record} for i, record in enumerate(kept.values())]
-    return RevealResult(records, log, len(all_relevance), float(np.mean(all_relevance)), counts, encoder_name)
+    return RevealResult(records, log, len(all_relevance), float(np.mean(all_relevance)), encoder_name)
 
 
 def revealed_recall(revealed: Sequence[dict[str, Any]], truth: Sequence[dict[str, Any]]) -> float:
