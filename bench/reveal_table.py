@@ -26,8 +26,15 @@ import numpy as np
 from dagster_project.cli import parse_overrides
 from dagster_project.core.data.corpus import load_corpus
 from dagster_project.core.data.io import read_jsonl
-from dagster_project.core.eval.compare import MethodRun, markdown_table, run_methods, utility_ratio
-from dagster_project.core.eval.report import build_eval_sets, build_report, score_model
+from dagster_project.core.eval.compare import (
+    MethodRun,
+    evaluate_candidate,
+    markdown_table,
+    mean_std,
+    reference_scores,
+    run_methods,
+)
+from dagster_project.core.eval.report import build_eval_sets
 from dagster_project.core.eval.standalone import load_for_eval
 from dagster_project.core.layout import Layout, load_params
 from dagster_project.core.model.tiny_llama import load_tokenizer
@@ -35,7 +42,7 @@ from dagster_project.core.reveal.bandit import SELECTORS
 from dagster_project.core.reveal.release import OBJECTIVES, release, release_config
 from dagster_project.core.reveal.reveal import RevealConfig, reveal, revealed_recall
 from dagster_project.core.reveal.scoring import load_encoder
-from dagster_project.core.stages import cached_scores, unlearning_retain_records
+from dagster_project.core.stages import unlearning_retain_records
 from dagster_project.core.tracking.mlflow_registry import log_run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -43,10 +50,6 @@ from common import write_readme_block, write_section  # noqa: E402  (bench/ is a
 
 ROOT = Path(__file__).resolve().parents[1]
 TITLE = "Reveal-and-Release on the embedded default (bench/reveal_table.py)"
-
-
-def stats(values: list[float]) -> str:
-    return f"{np.mean(values):.3g} ± {np.std(values, ddof=1) if len(values) > 1 else 0.0:.2g}"
 
 
 def main() -> None:
@@ -86,16 +89,14 @@ def main() -> None:
     recall_table = "\n".join(
         ["| selector | recall of the 120 facts | revealed responses | mean reward | mean relevance | distinct arms | seconds |",
          "|---|---|---|---|---|---|---|"]
-        + [f"| {selector} | " + " | ".join(stats([r[key] for r in runs]) for key in
+        + [f"| {selector} | " + " | ".join(mean_std([r[key] for r in runs]) for key in
                                             ("recall", "revealed", "mean_reward", "mean_relevance", "distinct_arms", "seconds")) + " |"
            for selector, runs in recall_rows])
     print(recall_table)
 
     # release from NeuralUCB's reveal, evaluated like the pipeline's candidate, beside GradDiff on the true forget set
-    eval_params = params["eval"]
-    eval_sets = build_eval_sets(load_corpus(layout.corpus_dir), truth, retain, eval_params)
-    reference = {role: cached_scores(layout, params, role, path, eval_sets)
-                 for role, path in (("target", layout.target_model_dir), ("retain", layout.retain_model_dir))}
+    eval_sets = build_eval_sets(load_corpus(layout.corpus_dir), truth, retain, params["eval"])
+    reference = reference_scores(layout, params, eval_sets)
     references, runs = run_methods(layout, params, ["graddiff"], args.seeds, "lora")
     runs = [dataclasses.replace(r, method="graddiff (true forget set)") for r in runs]
     label = f"reveal-and-release ({args.method})"
@@ -108,13 +109,9 @@ def main() -> None:
                              RevealConfig(**{**reveal_params, "seed": seed}), encode, Path(tmp) / "model",
                              Path(tmp) / "rounds", encoder_name)
             seconds = time.perf_counter() - started
-            released, released_tokenizer = load_for_eval(Path(tmp) / "model")
-            scores = score_model(released, released_tokenizer, eval_sets, eval_params["batch_size"],
-                                 eval_params["max_new_tokens"], eval_params["relearn_steps"], eval_params["seed"])
-        metrics = build_report(eval_sets, {**reference, "candidate": scores})["models"]["candidate"]["metrics"]
-        metrics.update(utility_ratio=utility_ratio(metrics["model_utility"], references["target"]["model_utility"]),
-                       seconds=seconds, rounds_done=result["rounds_done"])
-        runs.append(MethodRun(label, seed, metrics, scores["forget"]["generation"][0]))
+            metrics, sample_answer = evaluate_candidate(Path(tmp) / "model", eval_sets, reference, params["eval"])
+        metrics.update(seconds=seconds, rounds_done=result["rounds_done"])
+        runs.append(MethodRun(label, seed, metrics, sample_answer))
     unlearn_table = markdown_table(references, runs)
     print(unlearn_table)
     if args.no_write:

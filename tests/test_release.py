@@ -10,7 +10,15 @@ from conftest import train_tiny_model
 from transformers import AutoModelForCausalLM
 
 from dagster_project.core.data.io import read_json, read_jsonl
-from dagster_project.core.reveal.release import FORGET, RETAIN, ReleaseConfig, olora_loss, release, with_modules
+from dagster_project.core.reveal.release import (
+    FORGET,
+    RETAIN,
+    ReleaseConfig,
+    olora_loss,
+    release,
+    train_round,
+    with_modules,
+)
 from dagster_project.core.reveal.reveal import RevealConfig, RevealResult, reveal, revealed_recall
 from dagster_project.core.reveal.scoring import hashed_ngram_encoder
 
@@ -55,6 +63,25 @@ def test_olora_gradient_reaches_both_modules(tiny) -> None:
         assert tensors and all(g is not None and g.abs().sum() > 0 for g in tensors), name
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert any(f".{FORGET}." in n for n in trainable) and any(f".{RETAIN}." in n for n in trainable)
+
+
+def test_a_round_step_updates_each_module_from_its_own_loss_and_leaves_both_trainable(tiny) -> None:
+    model_dir, tokenizer = tiny
+    config = ReleaseConfig(steps=1, batch_size=2, lr=1e-2)
+    model = with_modules(AutoModelForCausalLM.from_pretrained(model_dir), config)
+    with torch.no_grad():  # LoRA B starts at zero; give it values so the A matrices receive task gradients
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.1, generator=torch.Generator().manual_seed(0))
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    logs = train_round(model, tokenizer, QA[:3], QA[3:], "ascent", config, round_=0)
+    assert set(logs) == {"forget_loss", "retain_loss", "olora"}
+    for name in (FORGET, RETAIN):
+        changed = [not torch.equal(p, before[n]) for n, p in model.named_parameters() if f".{name}." in n]
+        assert changed and all(changed), name
+    # the module that does not step is frozen only for its partner's backward pass, then trainable again
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == set(before)
+    assert all(p.grad is None or p.grad.abs().sum() > 0 for n, p in model.named_parameters() if f".{RETAIN}." in n)
 
 
 def test_reveal_surfaces_the_subjects_facts_and_logs_only_hashes(tiny) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from dagster_project.core.data import corpus as corpus_lib
 from dagster_project.core.data.datasets import build_forget_set, build_retain_set, resolve_subjects
-from dagster_project.core.data.io import fingerprint, md5_file, read_json, read_jsonl, sha256_text, write_json, write_jsonl
+from dagster_project.core.data.io import fingerprint, md5_file, read_json, read_jsonl, sha256_text, weights_md5, write_json, write_jsonl
 from dagster_project.core.data.request import ForgetRequest, load_request, request_to_dict
 from dagster_project.core.layout import Layout
 
@@ -214,8 +214,7 @@ def snap_datasets(layout: Layout, params: dict[str, Any], seed: int, neighbours:
     from dagster_project.core.eval.standalone import load_for_eval
 
     forget, retain = read_jsonl(layout.forget_set), read_jsonl(layout.retain_set)
-    weights = sorted(layout.target_model_dir.glob("*.safetensors"))
-    key = fingerprint({"code": SNAP_DATA_CACHE_VERSION, "weights": [md5_file(p) for p in weights], "forget": forget,
+    key = fingerprint({"code": SNAP_DATA_CACHE_VERSION, "weights": weights_md5(layout.target_model_dir), "forget": forget,
                        "retain": retain, "seed": seed, "neighbours": neighbours, "eval": params["eval"],
                        "tokenizer": [md5_file(p) for p in sorted(layout.target_model_dir.glob("tokenizer*.json"))]})
     cached = layout.cache_dir / "snap-data" / f"{key}.json"
@@ -276,8 +275,7 @@ def wagle_attribution(layout: Layout, params: dict[str, Any], spec: dict[str, An
 
     forget_pairs = training_pairs(read_jsonl(layout.forget_set))
     retain_pairs = training_pairs(unlearning_retain_records(layout))
-    weights = sorted(layout.target_model_dir.glob("*.safetensors"))
-    key = fingerprint({"code": ATTRIBUTION_CACHE_VERSION, "weights": [md5_file(p) for p in weights],
+    key = fingerprint({"code": ATTRIBUTION_CACHE_VERSION, "weights": weights_md5(layout.target_model_dir),
                        "forget": forget_pairs, "retain": retain_pairs, "spec": spec})
     cached = layout.cache_dir / "attribution" / key
     if not use_cache or not (cached / "manifest.json").exists():
@@ -380,8 +378,7 @@ def cached_scores(layout: Layout, params: dict[str, Any], role: str, model_dir: 
     from dagster_project.core.eval.report import score_model
     from dagster_project.core.eval.standalone import load_for_eval
 
-    weights = sorted(p for p in model_dir.glob("*.safetensors"))
-    key = fingerprint({"code": SCORES_CACHE_VERSION, "weights": [md5_file(p) for p in weights], "sets": eval_sets,
+    key = fingerprint({"code": SCORES_CACHE_VERSION, "weights": weights_md5(model_dir), "sets": eval_sets,
                        "eval": params["eval"], "role": role})
     cached = layout.cache_dir / "scores" / f"{key}.json"
     if cached.exists():

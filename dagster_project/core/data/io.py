@@ -46,6 +46,11 @@ def md5_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def weights_md5(model_dir: Path) -> list[str]:
+    """md5 of each weight file (*.safetensors) of a model folder, in name order: a model's identity in cache keys."""
+    return [md5_file(p) for p in sorted(model_dir.glob("*.safetensors"))]
+
+
 def sha256_text(text: str) -> str:
     """Hash for personal data: what we log instead of forget-set text."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

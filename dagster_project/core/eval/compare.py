@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from dagster_project.core.data.io import fingerprint, md5_file, read_json, read_jsonl, write_json
+from dagster_project.core.data.io import fingerprint, md5_file, read_json, read_jsonl, weights_md5, write_json
 from dagster_project.core.layout import Layout
 
 # (metric key, column title); "utility_ratio" and "seconds" are added per run below
@@ -81,13 +81,11 @@ def run_methods(
     """
     from dagster_project.core.data.corpus import load_corpus
     from dagster_project.core.data.request import WagleSpec
-    from dagster_project.core.eval.report import build_eval_sets, build_report, score_model
-    from dagster_project.core.eval.standalone import load_for_eval
+    from dagster_project.core.eval.report import build_eval_sets, build_report
     from dagster_project.core.methods.registry import get_method
     from dagster_project.core.methods.runner import run_unlearning
     from dagster_project.core.model.tiny_llama import load_tokenizer
     from dagster_project.core.stages import (
-        cached_scores,
         snap_datasets,
         unlearning_retain_records,
         wagle_attribution,
@@ -102,10 +100,8 @@ def run_methods(
     forget, retain = read_jsonl(layout.forget_set), read_jsonl(layout.retain_set)
     eval_sets = build_eval_sets(load_corpus(layout.corpus_dir), forget, retain, params["eval"])
     retain = unlearning_retain_records(layout)  # what the pipeline's unlearning stage keeps
-    reference = {role: cached_scores(layout, params, role, path, eval_sets)
-                 for role, path in (("target", layout.target_model_dir), ("retain", layout.retain_model_dir))}
+    reference = reference_scores(layout, params, eval_sets)
     references = build_report(eval_sets, reference)["models"]
-    target_utility = references["target"]["metrics"]["model_utility"]
     tokenizer = load_tokenizer(layout.tokenizer_dir)
     hyperparameters = hyperparameters or (lambda m: dict(params["unlearn"].get(m) or {}))
     eval_params = params["eval"]
@@ -126,7 +122,7 @@ def run_methods(
             restriction = wagle_inputs(Path(attribution_dir), mode)
     inputs = {"code": _source_fingerprint(), "mode": mode, "wagle": spec,
               "restriction": {k: v for k, v in attribution.items() if k in ("mask_sha256", "lora_targets")},
-              "target": [md5_file(p) for p in sorted(layout.target_model_dir.glob("*.safetensors"))],
+              "target": weights_md5(layout.target_model_dir),
               "references": references, "forget": forget, "retain": retain, "eval_sets": eval_sets, "eval": eval_params}
     runs = []
     for method in methods:
@@ -143,16 +139,43 @@ def run_methods(
                                {**hyperparameters(method), "seed": seed}, out_dir, method_data=method_data(method, seed),
                                **restriction)
                 seconds = time.perf_counter() - started
-                model, model_tokenizer = load_for_eval(out_dir)
-                scores = score_model(model, model_tokenizer, eval_sets, eval_params["batch_size"],
-                                     eval_params["max_new_tokens"], eval_params["relearn_steps"], eval_params["seed"])
-            metrics = build_report(eval_sets, {**reference, "candidate": scores})["models"]["candidate"]["metrics"]
-            metrics.update(utility_ratio=utility_ratio(metrics["model_utility"], target_utility), seconds=seconds)
+                metrics, sample_answer = evaluate_candidate(out_dir, eval_sets, reference, eval_params)
+            metrics["seconds"] = seconds
             if wagle is not None:
                 metrics["attribution_seconds"] = attribution["attribution_seconds"]
-            runs.append(MethodRun(method, seed, metrics, scores["forget"]["generation"][0]))
+            runs.append(MethodRun(method, seed, metrics, sample_answer))
             write_json(cached, dataclasses.asdict(runs[-1]))  # local cache only: never logged or versioned
     return {role: body["metrics"] for role, body in references.items()}, runs
+
+
+def reference_scores(layout: Layout, params: dict[str, Any], eval_sets: dict) -> dict[str, dict]:
+    """The target and retain models' scores on `eval_sets` (cached by model bytes): what candidates are
+    reported against."""
+    from dagster_project.core.stages import cached_scores
+
+    return {role: cached_scores(layout, params, role, path, eval_sets)
+            for role, path in (("target", layout.target_model_dir), ("retain", layout.retain_model_dir))}
+
+
+def evaluate_candidate(model_dir: Path, eval_sets: dict, reference: dict[str, dict],
+                       eval_params: dict[str, Any]) -> tuple[dict[str, float], str]:
+    """A candidate model folder scored like the pipeline's evaluation: its metrics against the `reference`
+    scores (from `reference_scores`), with `utility_ratio` to the target's, and its first forget answer."""
+    from dagster_project.core.eval.report import build_report, score_model
+    from dagster_project.core.eval.standalone import load_for_eval
+
+    model, tokenizer = load_for_eval(model_dir)
+    scores = score_model(model, tokenizer, eval_sets, eval_params["batch_size"], eval_params["max_new_tokens"],
+                         eval_params["relearn_steps"], eval_params["seed"])
+    models = build_report(eval_sets, {**reference, "candidate": scores})["models"]
+    metrics = models["candidate"]["metrics"]
+    metrics["utility_ratio"] = utility_ratio(metrics["model_utility"], models["target"]["metrics"]["model_utility"])
+    return metrics, scores["forget"]["generation"][0]
+
+
+def mean_std(values: Sequence[float]) -> str:
+    """`values` as one table cell, "mean ± std" over seeds (the methods table's number format)."""
+    return _cell(*_stats(values))
 
 
 # the code a run's numbers depend on beyond its hashed inputs (data, model bytes, mask, hyper-parameters)

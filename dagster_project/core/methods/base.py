@@ -11,9 +11,11 @@ import dataclasses
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterator, TypeVar
 
 import torch
+
+T = TypeVar("T")  # a config dataclass
 
 
 @dataclass(frozen=True)
@@ -51,19 +53,27 @@ class MethodConfig:
     @classmethod
     def from_hyperparameters(cls, hyperparameters: dict[str, Any]) -> "MethodConfig":
         """Build the config from a request's `hyperparameters`, naming any unknown or mistyped key."""
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(hyperparameters) - set(fields))
-        if unknown:
-            raise ValueError(f"hyperparameters.{unknown[0]}: unknown for {cls.__name__}; allowed: {', '.join(sorted(fields))}")
-        values: dict[str, Any] = {}
-        for name, value in hyperparameters.items():
-            expected = type(fields[name].default)
-            if expected is float and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-                raise ValueError(f"hyperparameters.{name}: expected {expected.__name__}, got {value!r}")
-            values[name] = value
-        return cls(**values)
+        return config_from_hyperparameters(cls, hyperparameters)
+
+
+def config_from_hyperparameters(config_cls: type[T], hyperparameters: dict[str, Any]) -> T:
+    """An instance of the dataclass `config_cls` from a request's `hyperparameters`, checked by name and
+    type against the fields' defaults (an int is accepted for a float); errors name the key, not the value's
+    meaning, e.g. `hyperparameters.lrr: unknown for GradDiffConfig; allowed: ...`."""
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(hyperparameters) - set(fields))
+    if unknown:
+        raise ValueError(f"hyperparameters.{unknown[0]}: unknown for {config_cls.__name__}; "
+                         f"allowed: {', '.join(sorted(fields))}")
+    values: dict[str, Any] = {}
+    for name, value in hyperparameters.items():
+        expected = type(fields[name].default)
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise ValueError(f"hyperparameters.{name}: expected {expected.__name__}, got {value!r}")
+        values[name] = value
+    return config_cls(**values)
 
 
 class UnlearningMethod:

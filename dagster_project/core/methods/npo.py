@@ -21,6 +21,11 @@ from dagster_project.core.methods.registry import register_method
 from dagster_project.core.model.text import sequence_logprob
 
 
+def npo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, beta: float) -> torch.Tensor:
+    """−(2/β)·mean log σ(−β·(log π_θ − log π_θ₀)) over sequences: NPO's bounded forget term."""
+    return -(2 / beta) * F.logsigmoid(-beta * (logp - ref_logp)).mean()
+
+
 @dataclass(frozen=True)
 class NPOConfig(GradDiffConfig):
     beta: float = field(default=0.1, metadata={"help": "inverse temperature of the preference loss", "positive": True})
@@ -51,7 +56,7 @@ class NPO(GradDiff):
     def loss(self, model, forget, retain):
         logp, n_tokens = sequence_logprob(model, forget)
         ref_logp = self.reference_logprob(model, forget)
-        forget_term = -(2 / self.config.beta) * F.logsigmoid(-self.config.beta * (logp - ref_logp)).mean()
+        forget_term = npo_loss(logp, ref_logp, self.config.beta)
         retain_term = self.retain_term(model, retain)
         loss = self.config.gamma * forget_term + self.config.alpha * retain_term
         forget_nll = (-logp / n_tokens).mean()

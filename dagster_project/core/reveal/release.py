@@ -10,7 +10,6 @@ weights, and the merged model reveals again; rounds stop when the revealed relev
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -18,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
 from peft.tuners.lora import LoraLayer
 from tqdm.auto import tqdm
@@ -26,7 +24,8 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from dagster_project.core.data.io import write_json, write_jsonl
 from dagster_project.core.data.snap import obliterated_pairs
-from dagster_project.core.methods.base import reference_weights
+from dagster_project.core.methods.base import config_from_hyperparameters, reference_weights
+from dagster_project.core.methods.npo import npo_loss
 from dagster_project.core.methods.runner import (
     LORA_TARGETS,
     BatchSampler,
@@ -60,17 +59,7 @@ class ReleaseConfig:
 
 def release_config(hyperparameters: dict[str, Any]) -> ReleaseConfig:
     """A reveal request's hyper-parameters (params.yaml `release:` overridden by the request), checked by name."""
-    fields = {f.name: f for f in dataclasses.fields(ReleaseConfig)}
-    unknown = sorted(set(hyperparameters) - set(fields))
-    if unknown:
-        raise ValueError(f"hyperparameters.{unknown[0]}: unknown for a reveal request's release loop; "
-                         f"allowed: {', '.join(fields)}")
-    values = {k: float(v) if isinstance(fields[k].default, float) and isinstance(v, int) else v
-              for k, v in hyperparameters.items()}
-    for name, value in values.items():
-        if not isinstance(value, type(fields[name].default)) or isinstance(value, bool):
-            raise ValueError(f"hyperparameters.{name}: expected {type(fields[name].default).__name__}, got {value!r}")
-    return ReleaseConfig(**values)
+    return config_from_hyperparameters(ReleaseConfig, hyperparameters)
 
 
 def olora_loss(model: torch.nn.Module, first: str = FORGET, second: str = RETAIN) -> torch.Tensor:
@@ -96,7 +85,7 @@ def forget_loss(objective: str, model: torch.nn.Module, batch: dict[str, torch.T
         logp, _ = sequence_logprob(model, batch)
         with reference_weights(model) as reference:
             reference_logp, _ = sequence_logprob(reference, batch)
-        return -(2 / beta) * F.logsigmoid(-beta * (logp - reference_logp)).mean()
+        return npo_loss(logp, reference_logp, beta)
     if objective == "ascent":
         return -batch_nll(model, batch)
     return batch_nll(model, batch)  # obliterate: the batch pairs each question with a refusal
@@ -124,11 +113,17 @@ def train_round(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, forg
         for name in (FORGET, RETAIN):  # each module learns from its own data; the O-LoRA term couples them
             pairs = samplers[name].next()
             batch = {k: v.to(device) for k, v in collate_pairs(tokenizer, [q for q, _ in pairs], [a for _, a in pairs]).items()}
-            term = forget_loss(objective, model, batch, config.beta) if name == FORGET else batch_nll(model, batch)
-            orthogonality = olora_loss(model)
-            for optimiser in optimisers.values():
-                optimiser.zero_grad(set_to_none=True)
-            (term + config.orth_weight * orthogonality).backward()
+            other = params[RETAIN if name == FORGET else FORGET]
+            for p in other:  # only this module steps: no weight gradients for the other (the same update, cheaper)
+                p.requires_grad_(False)
+            try:
+                term = forget_loss(objective, model, batch, config.beta) if name == FORGET else batch_nll(model, batch)
+                orthogonality = olora_loss(model)
+                optimisers[name].zero_grad(set_to_none=True)
+                (term + config.orth_weight * orthogonality).backward()
+            finally:
+                for p in other:
+                    p.requires_grad_(True)
             torch.nn.utils.clip_grad_norm_(params[name], config.max_grad_norm)
             optimisers[name].step()
             logs[f"{name}_loss"], logs["olora"] = term.item(), orthogonality.item()
