@@ -12,6 +12,11 @@
                                      evaluate against the retain model, print mean ± std over seeds
     unlearn request new --subject "Full Name" --method npo [--forget-data reveal]
                                      write a validated request file into data/requests/
+    unlearn promote tofu-tiny-llama 2 [--force --reason TEXT]
+                                     alias champion -> v2 if the promotion gates pass (exit 1 if not)
+    unlearn compliance               re-check the champion on every request in force (exit 1 on regression)
+    unlearn audit verify models:/tofu-tiny-llama@champion
+                                     re-hash every artifact from DVC, check MLflow, re-run the evaluation
 """
 
 from __future__ import annotations
@@ -227,6 +232,51 @@ def cmd_request_new(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_promote(args: argparse.Namespace) -> int:
+    from dagster_project.core.audit.manifest import gates_table
+    from dagster_project.core.audit.promotion import promote
+
+    root = Path(args.root).resolve()
+    result = promote(root, load_params(root, args.params), args.name, args.version, force=args.force, reason=args.reason or "")
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, sort_keys=True))
+    else:
+        print(gates_table(result.gates))
+        outcome = ("forced past failed gates (reason recorded)" if result.forced else "gates passed") if result.promoted \
+            else f"not promoted: {len(result.failed)} gate(s) failed ({', '.join(g.gate for g in result.failed)})"
+        print(f"\nmodels:/{result.name}/{result.version} (request {result.request_id}): {outcome}"
+              + (f"; alias champion -> v{result.version}" if result.promoted else ""))
+    return 0 if result.promoted else 1
+
+
+def cmd_compliance(args: argparse.Namespace) -> int:
+    from dagster_project.core.audit.promotion import run_compliance
+
+    root = Path(args.root).resolve()
+    params = load_params(root, args.params)
+    result = run_compliance(root, params, args.name or params["registry"]["model_name"])
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, sort_keys=True))
+    else:
+        for request_id, regressions in sorted(result.requests.items()):
+            print(f"  [{'FAIL' if regressions else 'ok'}] {request_id}" + (f": {'; '.join(regressions)}" if regressions else ""))
+        print(f"compliance of models:/{result.name}/{result.version} (champion): {'passed' if result.passed else 'FAILED'} "
+              f"({len(result.requests)} request(s) in force; MLflow run {result.run_id})")
+    return 0 if result.passed else 1
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from dagster_project.core.audit.manifest import verify
+
+    report = verify(Path(args.root).resolve(), args.uri, rerun=not args.no_rerun)
+    if args.json:
+        print(json.dumps({"uri": report.uri, "passed": report.passed,
+                          "checks": [{"check": c, "ok": ok, "detail": d} for c, ok, d in report.checks]}, indent=2))
+    else:
+        print(report.render())
+    return 0 if report.passed else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unlearn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default=os.environ.get("UNLEARN_ROOT", "."), help="repo root (artifact store, DVC, MLflow)")
@@ -280,6 +330,26 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--description", help="free text, e.g. the ticket number")
     new.add_argument("--force", action="store_true", help="replace an existing file of the same id")
     new.set_defaults(func=cmd_request_new)
+    promote = sub.add_parser("promote", help="move alias champion to a version if the promotion gates pass "
+                             "(params.yaml `promotion:`); exit 1 when gated out")
+    promote.add_argument("name", help="registered model name (params.yaml registry.model_name)")
+    promote.add_argument("version", help="model version number (`unlearn status`)")
+    promote.add_argument("--force", action="store_true", help="promote despite failed gates (needs --reason)")
+    promote.add_argument("--reason", help="why a forced promotion is justified; kept as tag promotion.reason")
+    promote.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    promote.set_defaults(func=cmd_promote)
+    compliance = sub.add_parser("compliance", help="re-evaluate the champion on every request in force; exit 1 on a "
+                                "regression (what the daily Dagster schedule runs)")
+    compliance.add_argument("--name", help="registered model (default: params.yaml registry.model_name)")
+    compliance.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    compliance.set_defaults(func=cmd_compliance)
+    audit = sub.add_parser("audit", help="audit registered versions").add_subparsers(dest="audit_command", required=True)
+    verify = audit.add_parser("verify", help="re-fetch every artifact of a version from DVC, re-hash it, check the "
+                              "manifest against MLflow and re-run the evaluation; exit 0 = verified")
+    verify.add_argument("uri", help="models:/<name>@<alias> or models:/<name>/<version>")
+    verify.add_argument("--no-rerun", action="store_true", help="hashes and tags only, skip re-running the evaluation")
+    verify.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    verify.set_defaults(func=cmd_audit_verify)
     return parser
 
 

@@ -17,6 +17,9 @@ import yaml
 from dagster_project.core.layout import Layout
 from dagster_project.core.stages import STAGES
 
+# assets that act on the MLflow registry, not on files: nothing for DVC to reproduce (their CLI faces in comments)
+REGISTRY_ONLY = frozenset({"champion",  # unlearn promote <name> <version>
+                           "champion_compliance"})  # unlearn compliance
 HEADER = "# Generated from the Dagster asset graph by `unlearn dvc-yaml`; do not edit by hand.\n"
 
 
@@ -35,6 +38,8 @@ def asset_graph_order() -> list[tuple[str, list[str]]]:
 def build_dvc_yaml(layout: Layout) -> dict:
     stages = {}
     for name, parents in asset_graph_order():
+        if name in REGISTRY_ONLY:
+            continue
         if name not in STAGES:
             raise KeyError(f"asset {name!r} has no core stage in dagster_project/core/stages.py")
         stage = STAGES[name]

@@ -28,6 +28,8 @@ MICRO_PARAMS = {
     "release": {"rounds": 1, "steps": 2, "batch_size": 4},
     "eval": {"retain_sample": 12, "batch_size": 32, "max_new_tokens": 8, "relearn_steps": 2, "seed": 0},
     "registry": {"model_name": "micro-model"},
+    "promotion": {"forget_quality_min": 0.05, "utility_ratio_min": 0.95, "gibberish_rate_max": 0.25,
+                  "refusal_rate_max": 1.0, "regression_tolerance": 0.05},
 }
 
 MICRO_REQUEST = "id: micro\nsplit: forget10\nmethod: graddiff\nmode: lora\nhyperparameters:\n  seed: 0\n"

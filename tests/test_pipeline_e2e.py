@@ -19,6 +19,10 @@ from dagster_project.definitions import defs
 from dagster_project.defs.resources import PipelineResource
 
 
+# what the `unlearn_request` job runs: everything but the governance assets (promotion, compliance)
+PIPELINE_ASSETS = dg.AssetSelection.all() - dg.AssetSelection.assets("champion", "champion_compliance")
+
+
 def all_assets_and_checks() -> list:
     definitions = defs()
     return [*definitions.assets, *definitions.asset_checks]
@@ -26,7 +30,8 @@ def all_assets_and_checks() -> list:
 
 @pytest.mark.e2e
 def test_whole_graph_registers_a_candidate_with_dvc_hashes(micro_root: Path, capsys: pytest.CaptureFixture) -> None:
-    result = dg.materialize(all_assets_and_checks(), resources={"pipeline": PipelineResource(root=str(micro_root))})
+    result = dg.materialize(all_assets_and_checks(), resources={"pipeline": PipelineResource(root=str(micro_root))},
+                            selection=PIPELINE_ASSETS)
     assert result.success
     checks = result.get_asset_check_evaluations()
     assert len(checks) == 5 and all(c.passed for c in checks)  # snap_data and revealed_forget_set pass empty
@@ -201,7 +206,8 @@ def test_reveal_request_trains_on_what_the_model_reveals(micro_root: Path) -> No
     # the micro model (one epoch) says little that is relevant: keep all it says, release at any relevance
     params["reveal"]["relevance_threshold"], params["release"]["stop_relevance"] = 0.0, 0.0
     (micro_root / "params.yaml").write_text(yaml.safe_dump(params))
-    result = dg.materialize(all_assets_and_checks(), resources={"pipeline": PipelineResource(root=str(micro_root))})
+    result = dg.materialize(all_assets_and_checks(), resources={"pipeline": PipelineResource(root=str(micro_root))},
+                            selection=PIPELINE_ASSETS)
     assert result.success
     (check,) = [c for c in result.get_asset_check_evaluations() if c.check_name == "revealed_forget_set_is_valid"]
     assert check.passed and check.metadata["rows"].value > 0

@@ -22,7 +22,7 @@ def load_params(root: Path, params_file: str = DEFAULT_PARAMS) -> dict[str, Any]
         raise FileNotFoundError(f"params file not found: {path} (expected a YAML mapping like the repo's params.yaml)")
     params = yaml.safe_load(path.read_text()) or {}
     required = ("request", "requests_dir", "corpus", "tokenizer", "model", "train", "unlearn", "reveal", "release",
-                "eval", "registry")
+                "eval", "registry", "promotion")
     missing = [k for k in required if k not in params]
     if missing:
         raise ValueError(f"{path}: missing top-level key(s) {', '.join(missing)}")
@@ -105,6 +105,11 @@ class Layout:
     @property
     def registry_record(self) -> Path:
         return self.assets / "registry" / f"{self.request_id}.json"
+
+    @property
+    def audit_dir(self) -> Path:
+        """The registered version's audit manifest and model card (also logged to its MLflow run)."""
+        return self.assets / "registry" / f"{self.request_id}-audit"
 
     @property
     def cache_dir(self) -> Path:

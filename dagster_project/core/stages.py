@@ -8,6 +8,7 @@ metadata that is safe to publish: counts, hashes and metrics, never forget-set t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import shutil
@@ -373,31 +374,59 @@ def _run_release(layout: Layout, params: dict[str, Any], request: ForgetRequest)
     return {k: v for k, v in result.items() if k != "rounds"}
 
 
-def cached_scores(layout: Layout, params: dict[str, Any], role: str, model_dir: Path, eval_sets: dict) -> dict:
-    """Model scores on the eval sets, cached by (model bytes, eval sets, eval params) so reruns skip inference."""
+def cached_scores(layout: Layout, params: dict[str, Any], role: str, model_dir: Path, eval_sets: dict,
+                  use_cache: bool = True) -> dict:
+    """Model scores on the eval sets, cached by (model bytes, eval sets, eval params) so reruns skip inference;
+    `use_cache=False` scores afresh (an audit's re-run) and leaves the cache as it was."""
     from dagster_project.core.eval.report import score_model
     from dagster_project.core.eval.standalone import load_for_eval
 
     key = fingerprint({"code": SCORES_CACHE_VERSION, "weights": weights_md5(model_dir), "sets": eval_sets,
                        "eval": params["eval"], "role": role})
     cached = layout.cache_dir / "scores" / f"{key}.json"
-    if cached.exists():
+    if use_cache and cached.exists():
         return read_json(cached)
     model, tokenizer = load_for_eval(model_dir)
     scores = score_model(model, tokenizer, eval_sets,
                          batch_size=params["eval"]["batch_size"], max_new_tokens=params["eval"]["max_new_tokens"],
                          relearn_steps=params["eval"]["relearn_steps"] if role == "unlearned" else 0,
                          seed=params["eval"]["seed"])
-    write_json(cached, scores)
+    if use_cache:
+        write_json(cached, scores)
     return scores
 
 
-def run_evaluation(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
-    from dagster_project.core.eval.plots import plot_report
-    from dagster_project.core.eval.report import build_eval_sets, build_report
+def request_eval_sets(layout: Layout, params: dict[str, Any]) -> dict[str, list[dict]]:
+    """The request's evaluation sets: its forget set, a seeded retain sample, world/real-world facts, holdout."""
+    from dagster_project.core.eval.report import build_eval_sets
 
-    eval_sets = build_eval_sets(_corpus(layout), read_jsonl(layout.forget_set), read_jsonl(layout.retain_set),
-                                params["eval"])
+    return build_eval_sets(_corpus(layout), read_jsonl(layout.forget_set), read_jsonl(layout.retain_set), params["eval"])
+
+
+def evaluate_for_request(layout: Layout, params: dict[str, Any], model_dir: Path, use_cache: bool = True) -> dict[str, float]:
+    """Any model's metrics on `layout`'s request, exactly as the evaluation stage reports the unlearned model
+    (against that request's target and retain models), plus `utility_ratio` to the target's utility.
+
+    What promotion gates, compliance runs and audits re-check: a champion re-evaluated on a request it was
+    promoted for reproduces that request's numbers (deterministic on CPU)."""
+    from dagster_project.core.eval.compare import utility_ratio
+    from dagster_project.core.eval.report import build_report
+
+    eval_sets = request_eval_sets(layout, params)
+    scores = {role: cached_scores(layout, params, role, path, eval_sets)
+              for role, path in (("target", layout.target_model_dir), ("retain", layout.retain_model_dir))}
+    scores["unlearned"] = cached_scores(layout, params, "unlearned", model_dir, eval_sets, use_cache=use_cache)
+    models = build_report(eval_sets, scores)["models"]
+    metrics = models["unlearned"]["metrics"]
+    return {**metrics, "utility_ratio": utility_ratio(metrics["model_utility"], models["target"]["metrics"]["model_utility"])}
+
+
+def run_evaluation(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
+    from dagster_project.core.eval.compare import utility_ratio
+    from dagster_project.core.eval.plots import plot_report
+    from dagster_project.core.eval.report import build_report
+
+    eval_sets = request_eval_sets(layout, params)
     models = {"target": layout.target_model_dir, "retain": layout.retain_model_dir, "unlearned": layout.unlearned_dir}
     timings = {}
     scores = {}
@@ -406,9 +435,11 @@ def run_evaluation(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
         scores[role] = cached_scores(layout, params, role, model_dir, eval_sets)
         timings[role] = round(time.perf_counter() - started, 2)
     report = build_report(eval_sets, scores)
+    unlearned = report["models"]["unlearned"]["metrics"]
+    unlearned["utility_ratio"] = utility_ratio(unlearned["model_utility"], report["models"]["target"]["metrics"]["model_utility"])
     write_json(layout.eval_dir / "report.json", report)
     plot_report(report, layout.eval_dir / "metrics.png")
-    return {**report["models"]["unlearned"]["metrics"], **{f"seconds_{role}": t for role, t in timings.items()}}
+    return {**unlearned, **{f"seconds_{role}": t for role, t in timings.items()}}
 
 
 def git_commit(root: Path) -> str:
@@ -416,7 +447,42 @@ def git_commit(root: Path) -> str:
     return result.stdout.strip() or "unknown"
 
 
+# label -> (stage, path): every DVC-versioned input and output of a registered version, for its audit trail
+AUDITED = {
+    "corpus": ("tofu_like_corpus", lambda l: l.corpus_dir),
+    "forget_set": ("forget_set", lambda l: l.forget_set), "retain_set": ("retain_set", lambda l: l.retain_set),
+    "target_model": ("target_model", lambda l: l.target_model_dir),
+    "retain_model": ("retain_model", lambda l: l.retain_model_dir),
+    "snap_data": ("snap_data", lambda l: l.snap_data_dir),
+    "weight_attribution": ("weight_attribution", lambda l: l.attribution_dir),
+    "revealed_forget_set": ("revealed_forget_set", lambda l: l.revealed_dir),
+    "unlearned_adapter": ("unlearned_adapter", lambda l: l.unlearned_dir),
+    "release_rounds": ("unlearned_adapter", lambda l: l.release_rounds_dir),
+}
+
+
+def _validation_results(layout: Layout) -> dict[str, dict[str, Any]]:
+    """The blocking data checks re-run on the versioned datasets: outcome and expectation counts, no values."""
+    from dagster_project.core.data.validation import validate_no_overlap, validate_qa_dataset
+
+    forget, retain = read_jsonl(layout.forget_set), read_jsonl(layout.retain_set)
+    outcomes = {"forget_set_is_valid": [validate_qa_dataset(forget, "forget_set")],
+                "retain_set_is_valid_and_disjoint": [validate_qa_dataset(retain, "retain_set"),
+                                                     validate_no_overlap(forget, retain)]}
+    return {name: {"passed": all(o.passed for o in group), "expectations": sum(len(o.checks) for o in group),
+                   "failed": [f for o in group for f in o.failures()]} for name, group in outcomes.items()}
+
+
 def run_registered_model(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
+    from dagster_project.core.audit.gates import check_gates, load_gates
+    from dagster_project.core.audit.manifest import (
+        CARD_FILE,
+        MANIFEST_FILE,
+        MANIFEST_FORMAT,
+        environment_hash,
+        manifest_sha256,
+        model_card,
+    )
     from dagster_project.core.tracking.dvc import locked_outs
     from dagster_project.core.tracking.mlflow_registry import register_candidate
 
@@ -428,30 +494,46 @@ def run_registered_model(layout: Layout, params: dict[str, Any]) -> dict[str, An
     metrics = {f"{scope}/{k}": v for k, v in candidate_metrics.items()}
     metrics.update({f"{model}/{scope}/{k}": v for model in ("target", "retain")
                     for k, v in report["models"][model]["metrics"].items()})
-    md5s = {}
-    for label, stage, path in (
-        ("forget_set", "forget_set", layout.forget_set), ("retain_set", "retain_set", layout.retain_set),
-        ("unlearned_adapter", "unlearned_adapter", layout.unlearned_dir),
-        ("target_model", "target_model", layout.target_model_dir),
-        ("weight_attribution", "weight_attribution", layout.attribution_dir),
-        ("revealed_forget_set", "revealed_forget_set", layout.revealed_dir),
-        ("release_rounds", "unlearned_adapter", layout.release_rounds_dir),
-    ):
-        md5s[label] = locked_outs(layout.root, stage).get(layout.rel(path), "uncommitted")
+    md5s = {label: locked_outs(layout.root, stage).get(layout.rel(path(layout)), "uncommitted")
+            for label, (stage, path) in AUDITED.items()}
     hyperparameters = unlearning_hyperparameters(request, params)
+    seeds = {"corpus": params["corpus"]["seed"], "train": params["train"]["seed"], "eval": params["eval"]["seed"],
+             "unlearn": hyperparameters.get("seed", 0)}
     wagle = read_json(layout.attribution_dir / "manifest.json") if request.wagle else {}
-    tags = {"request_id": request.id, "method": request.method, "mode": request.mode, "git_commit": git_commit(layout.root),
-            "wagle": json.dumps(request.wagle.model_dump()) if request.wagle else "none",
+    forget = read_jsonl(layout.forget_set)
+    manifest = {
+        "format": MANIFEST_FORMAT, "model_name": params["registry"]["model_name"],
+        "request": {"id": request.id, "sha256": hashlib.sha256((layout.root / layout.request_file).read_bytes()).hexdigest(),
+                    "subjects_sha256": sha256_text("\n".join(sorted(request.subjects or []))), "split": request.split,
+                    "method": request.method, "mode": request.mode, "forget_data": request.forget_data,
+                    "wagle": request.wagle.model_dump() if request.wagle else None},
+        "counts": {"forget_records": len(forget), "forget_subjects": len({r["person_id"] for r in forget})},
+        "artifacts": md5s, "validation": _validation_results(layout), "metrics": candidate_metrics,
+        "wagle_mask_sha256": wagle.get("mask_sha256"), "hyperparameters": hyperparameters, "seeds": seeds,
+        "eval": params["eval"], "git_commit": git_commit(layout.root), "environment_sha256": environment_hash(),
+    }
+    if layout.audit_dir.exists():
+        shutil.rmtree(layout.audit_dir)
+    write_json(layout.audit_dir / MANIFEST_FILE, manifest)
+    gates = check_gates(load_gates(params), candidate_metrics)
+    (layout.audit_dir / CARD_FILE).write_text(model_card(manifest, gates, "Promotion gates at registration "
+                                                         "(earlier requests in force are checked at promotion)"))
+    tags = {"request_id": request.id, "method": request.method, "mode": request.mode, "git_commit": manifest["git_commit"],
+            "wagle": json.dumps(manifest["request"]["wagle"]) if request.wagle else "none",
             "wagle_mask_sha256": wagle.get("mask_sha256", "none"), "forget_data": request.forget_data,
-            "subjects_sha256": sha256_text("\n".join(sorted(request.subjects or []))), "split": request.split or "",
+            "subjects_sha256": manifest["request"]["subjects_sha256"], "split": request.split or "",
+            "seeds": json.dumps(seeds, sort_keys=True), "environment_sha256": manifest["environment_sha256"],
+            "audit_manifest_sha256": manifest_sha256(layout.audit_dir / MANIFEST_FILE),
+            "gates_at_registration": "passed" if all(g.passed for g in gates) else "failed",
             **{f"dvc_md5.{k}": v for k, v in md5s.items()}}
     registration = register_candidate(
         layout.root, params["registry"]["model_name"], request.id,
         params={"method": request.method, "mode": request.mode, **{f"hp.{k}": v for k, v in hyperparameters.items()}},
         metrics=metrics, version_metrics=candidate_metrics, tags=tags,
-        artifact_dirs={"model": layout.unlearned_dir, "evaluation": layout.eval_dir},
+        artifact_dirs={"model": layout.unlearned_dir, "evaluation": layout.eval_dir, "audit": layout.audit_dir},
     )
-    record = {**registration.to_dict(), "dvc_md5": md5s, "metrics": report["models"]["unlearned"]["metrics"]}
+    record = {**registration.to_dict(), "dvc_md5": md5s, "metrics": candidate_metrics,
+              "audit_manifest_sha256": tags["audit_manifest_sha256"], "gates_at_registration": tags["gates_at_registration"]}
     write_json(layout.registry_record, record)
     return record
 
@@ -472,7 +554,8 @@ STAGES: dict[str, Stage] = {
         Stage("weight_attribution", run_weight_attribution, lambda l: [l.attribution_dir], params=("eval",)),
         Stage("unlearned_adapter", run_unlearned, lambda l: [l.unlearned_dir, l.release_rounds_dir], params=("unlearn", "reveal", "release")),
         Stage("evaluation", run_evaluation, lambda l: [l.eval_dir], params=("eval",)),
-        Stage("registered_model", run_registered_model, lambda l: [l.registry_record], params=("registry", "unlearn"),
+        Stage("registered_model", run_registered_model, lambda l: [l.registry_record, l.audit_dir],
+              params=("registry", "unlearn", "promotion"),
               cache=False),
     ]
 }

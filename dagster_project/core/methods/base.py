@@ -56,14 +56,15 @@ class MethodConfig:
         return config_from_hyperparameters(cls, hyperparameters)
 
 
-def config_from_hyperparameters(config_cls: type[T], hyperparameters: dict[str, Any]) -> T:
+def config_from_hyperparameters(config_cls: type[T], hyperparameters: dict[str, Any],
+                                section: str = "hyperparameters") -> T:
     """An instance of the dataclass `config_cls` from a request's `hyperparameters`, checked by name and
     type against the fields' defaults (an int is accepted for a float); errors name the key, not the value's
     meaning, e.g. `hyperparameters.lrr: unknown for GradDiffConfig; allowed: ...`."""
     fields = {f.name: f for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(hyperparameters) - set(fields))
     if unknown:
-        raise ValueError(f"hyperparameters.{unknown[0]}: unknown for {config_cls.__name__}; "
+        raise ValueError(f"{section}.{unknown[0]}: unknown for {config_cls.__name__}; "
                          f"allowed: {', '.join(sorted(fields))}")
     values: dict[str, Any] = {}
     for name, value in hyperparameters.items():
@@ -71,7 +72,7 @@ def config_from_hyperparameters(config_cls: type[T], hyperparameters: dict[str, 
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            raise ValueError(f"hyperparameters.{name}: expected {expected.__name__}, got {value!r}")
+            raise ValueError(f"{section}.{name}: expected {expected.__name__}, got {value!r}")
         values[name] = value
     return config_cls(**values)
 

@@ -70,6 +70,12 @@ def push(root: Path) -> int:
         return repo.push()
 
 
+def fetch(root: Path) -> int:
+    """Fill the DVC cache from the default remote for every stage; return the number of files fetched."""
+    with _repo(root) as repo:
+        return repo.fetch()
+
+
 def status(root: Path) -> dict:
     """`dvc status`: {} when every stage and .dvc file matches the workspace."""
     with _repo(root) as repo:

@@ -119,10 +119,22 @@ def register_candidate(
     return Registration(model_name, str(version.version), CANDIDATE, run_id, tracking_uri(root))
 
 
-def download_model_version(root: Path, uri: str, dst: Path | None = None) -> Path:
-    """Fetch the files of `models:/<name>@<alias>` or `models:/<name>/<version>` from this root's registry."""
-    import tempfile
+@dataclass(frozen=True)
+class VersionInfo:
+    name: str
+    version: str
+    run_id: str
+    tags: dict[str, str]
+    aliases: tuple[str, ...]
 
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The candidate's own metrics, from its `metric.<name>` tags."""
+        return {k.removeprefix("metric."): float(v) for k, v in self.tags.items() if k.startswith("metric.")}
+
+
+def resolve_version(root: Path, uri: str) -> VersionInfo:
+    """`models:/<name>@<alias>` or `models:/<name>/<version>` in this root's registry, with its tags."""
     reference = uri.removeprefix("models:/")
     client = _client(root)
     if "@" in reference:
@@ -133,9 +145,57 @@ def download_model_version(root: Path, uri: str, dst: Path | None = None) -> Pat
         version = client.get_model_version(name, number)
     else:
         raise ValueError(f"{uri}: expected models:/<name>@<alias> or models:/<name>/<version>")
-    run_id = version.run_id
+    return VersionInfo(name, str(version.version), version.run_id, dict(version.tags or {}), tuple(version.aliases or ()))
+
+
+def champion_version(root: Path, name: str) -> VersionInfo | None:
+    """The version alias `champion` points at; None when the model or the alias does not exist yet."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return resolve_version(root, f"models:/{name}@{CHAMPION}")
+    except MlflowException as error:
+        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def download_model_version(root: Path, uri: str, dst: Path | None = None) -> Path:
+    """Fetch the files of `models:/<name>@<alias>` or `models:/<name>/<version>` from this root's registry."""
+    import tempfile
+
+    version = resolve_version(root, uri)
     target = dst or Path(tempfile.mkdtemp(prefix="unlearn-model-"))
-    return Path(client.download_artifacts(run_id, "model", str(target)))
+    return Path(_client(root).download_artifacts(version.run_id, "model", str(target)))
+
+
+def download_run_file(root: Path, run_id: str, artifact_path: str, dst: Path) -> Path:
+    """One artifact file of a run, copied under `dst`."""
+    return Path(_client(root).download_artifacts(run_id, artifact_path, str(dst)))
+
+
+def set_version_tags(root: Path, name: str, version: str, tags: dict[str, str]) -> None:
+    client = _client(root)
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+
+
+def set_alias(root: Path, name: str, alias: str, version: str) -> None:
+    _client(root).set_registered_model_alias(name, alias, version)
+
+
+def model_tag(root: Path, name: str, key: str, default: str = "") -> str:
+    """A tag of the registered model itself (not of a version)."""
+    return dict(_client(root).get_registered_model(name).tags or {}).get(key, default)
+
+
+def set_model_tag(root: Path, name: str, key: str, value: str) -> None:
+    _client(root).set_registered_model_tag(name, key, value)
+
+
+def log_text(root: Path, run_id: str, text: str, artifact_file: str) -> None:
+    """A text artifact (a model card, a manifest) added to a finished run."""
+    _client(root).log_text(run_id, text, artifact_file)
 
 
 def registry_status(root: Path) -> dict:

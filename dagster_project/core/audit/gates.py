@@ -1,0 +1,78 @@
+"""Promotion gates: when a candidate may become the `champion` (params.yaml `promotion:`, one place).
+
+    gates = load_gates(params)
+    results = check_gates(gates, candidate_metrics, still_forgotten={"req-a": (now, then)})
+    promoted = all(r.passed for r in results)
+
+A candidate must forget (forget quality, TOFU's KS-test p-value against the retain model), stay useful
+(model utility as a fraction of the target's), answer sensibly (gibberish and refusal rate bounds) and
+keep every earlier request still in force forgotten: on each such request's forget set its answers may
+not recall more than they did when that request was promoted (`regression_tolerance`, absolute).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from dagster_project.core.methods.base import config_from_hyperparameters
+
+# what "still forgotten" compares, on a request's own forget set: higher = more of it recalled
+RECALL_METRICS = ("forget_rouge", "forget_fact_accuracy", "forget_paraphrase_rouge", "relearn_rouge_after")
+
+
+@dataclass(frozen=True)
+class Gates:
+    forget_quality_min: float = 0.05  # TOFU reads p > 0.05 as "indistinguishable from the retain model"
+    utility_ratio_min: float = 0.95  # model utility / the target model's
+    gibberish_rate_max: float = 0.25  # share of forget answers that are word salad (forgetting by breaking)
+    refusal_rate_max: float = 1.0  # share of forget answers that refuse; 1.0 = no bound (SNAP refuses by design)
+    regression_tolerance: float = 0.05  # how much more an earlier forget set may be recalled (absolute)
+
+
+@dataclass(frozen=True)
+class GateResult:
+    gate: str
+    passed: bool
+    value: float
+    bound: float
+    detail: str  # one line a person reads; names and request ids only, never forget-set text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"gate": self.gate, "passed": self.passed, "value": self.value, "bound": self.bound, "detail": self.detail}
+
+
+def load_gates(params: dict[str, Any]) -> Gates:
+    """params.yaml's `promotion:` section over the defaults, each key checked by name and type."""
+    return config_from_hyperparameters(Gates, dict(params.get("promotion") or {}), section="promotion")
+
+
+def recall_regressions(now: dict[str, float], then: dict[str, float], tolerance: float) -> list[str]:
+    """The recall metrics that rose by more than `tolerance` from `then` (at promotion) to `now`."""
+    return [f"{key} {then[key]:.3g} -> {now[key]:.3g}" for key in RECALL_METRICS
+            if key in then and key in now and now[key] > then[key] + tolerance]
+
+
+def check_gates(gates: Gates, metrics: dict[str, float],
+                still_forgotten: dict[str, tuple[dict[str, float], dict[str, float]]] | None = None) -> list[GateResult]:
+    """Every gate on a candidate's `metrics` (its evaluation on its own request, with `utility_ratio`), and one
+    `still_forgotten:<request>` gate per earlier request in force: (its metrics now, at its promotion)."""
+    bounds = [("forget_quality", "forget_quality", gates.forget_quality_min, True),
+              ("utility_ratio", "utility_ratio", gates.utility_ratio_min, True),
+              ("gibberish_rate", "forget_gibberish_rate", gates.gibberish_rate_max, False),
+              ("refusal_rate", "forget_refusal_rate", gates.refusal_rate_max, False)]
+    results = []
+    for gate, key, bound, at_least in bounds:
+        if key not in metrics:
+            raise KeyError(f"gate {gate}: the candidate has no metric {key!r} (was it evaluated by this version?)")
+        value = float(metrics[key])
+        passed = value >= bound if at_least else value <= bound
+        relation = (">=" if at_least else "<=") if passed else ("<" if at_least else ">")
+        results.append(GateResult(gate, passed, value, bound, f"{key} {value:.3g} {relation} {bound:g}"))
+    for request_id, (now, then) in sorted((still_forgotten or {}).items()):
+        rises = recall_regressions(now, then, gates.regression_tolerance)
+        worst = max((now[k] - then[k] for k in RECALL_METRICS if k in now and k in then), default=0.0)
+        detail = (f"request {request_id} recalled more than at its promotion: " + ", ".join(rises) if rises
+                  else f"request {request_id} still forgotten (largest rise {worst:+.3g})")
+        results.append(GateResult(f"still_forgotten:{request_id}", not rises, worst, gates.regression_tolerance, detail))
+    return results

@@ -1,0 +1,162 @@
+"""Governance: promotion gates, requests in force, the compliance re-check and the audit trail."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+from conftest import MICRO_PARAMS
+
+from dagster_project.cli import main as cli_main
+from dagster_project.core.audit.gates import Gates, check_gates, load_gates
+from dagster_project.core.data.io import read_json, read_jsonl
+from dagster_project.core.layout import Layout, load_params
+from dagster_project.definitions import defs
+from dagster_project.defs.resources import PipelineResource
+
+PIPELINE_ASSETS = dg.AssetSelection.all() - dg.AssetSelection.assets("champion", "champion_compliance")
+GOOD = {"forget_quality": 0.3, "utility_ratio": 0.97, "forget_gibberish_rate": 0.1, "forget_refusal_rate": 0.0}
+
+
+def test_each_gate_passes_at_its_bound_and_fails_beyond_it() -> None:
+    gates = Gates()
+    assert all(r.passed for r in check_gates(gates, GOOD))
+    at_bounds = {"forget_quality": 0.05, "utility_ratio": 0.95, "forget_gibberish_rate": 0.25, "forget_refusal_rate": 1.0}
+    assert all(r.passed for r in check_gates(gates, at_bounds))
+    for key, bad in (("forget_quality", 0.049), ("utility_ratio", 0.9), ("forget_gibberish_rate", 0.3)):
+        failed = [r for r in check_gates(gates, {**GOOD, key: bad}) if not r.passed]
+        assert len(failed) == 1 and failed[0].value == bad and key in failed[0].detail
+    with pytest.raises(KeyError, match="utility_ratio"):
+        check_gates(gates, {k: v for k, v in GOOD.items() if k != "utility_ratio"})
+
+
+def test_an_earlier_request_recalled_beyond_the_tolerance_fails_its_gate() -> None:
+    then = {"forget_rouge": 0.10, "forget_fact_accuracy": 0.0, "relearn_rouge_after": 0.5}
+    kept = {"forget_rouge": 0.14, "forget_fact_accuracy": 0.05, "relearn_rouge_after": 0.4}  # within 0.05
+    lost = {"forget_rouge": 0.80, "forget_fact_accuracy": 0.0, "relearn_rouge_after": 0.5}
+    results = {r.gate: r for r in check_gates(Gates(), GOOD, {"req-a": (kept, then), "req-b": (lost, then)})}
+    assert results["still_forgotten:req-a"].passed
+    failed = results["still_forgotten:req-b"]
+    assert not failed.passed and failed.value == pytest.approx(0.7) and "forget_rouge 0.1 -> 0.8" in failed.detail
+
+
+def test_gates_come_from_params_and_name_a_bad_key() -> None:
+    assert load_gates({"promotion": {"utility_ratio_min": 0.9}}) == Gates(utility_ratio_min=0.9)
+    assert load_gates({}) == Gates()
+    with pytest.raises(ValueError, match="promotion.utility_min: unknown"):
+        load_gates({"promotion": {"utility_min": 0.9}})
+    with pytest.raises(ValueError, match="promotion.forget_quality_min: expected float"):
+        load_gates({"promotion": {"forget_quality_min": "high"}})
+
+
+def governance_params() -> dict:
+    """The micro config with a model big enough to learn its people (so forgetting them is measurable) and
+    gates only on the requests in force."""
+    params = json.loads(json.dumps(MICRO_PARAMS))
+    params["model"].update(hidden_size=64, intermediate_size=128, num_layers=2)
+    params["train"].update(epochs=40, schedule_epochs=40, lr=0.005)
+    params["unlearn"]["graddiff"] = {"steps": 10, "batch_size": 4, "lr": 0.003}
+    params["promotion"] = {"forget_quality_min": 0.0, "utility_ratio_min": 0.0, "gibberish_rate_max": 1.0,
+                           "refusal_rate_max": 1.0, "regression_tolerance": 0.05}
+    return params
+
+
+def serve(root: Path, request_id: str) -> None:
+    params = load_params(root)
+    params["request"] = f"data/requests/{request_id}.yaml"
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+@pytest.mark.e2e
+def test_promotion_gates_compliance_and_audit_over_two_requests(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                one_thread, capsys: pytest.CaptureFixture) -> None:
+    from mlflow import MlflowClient
+
+    from dagster_project.core.tracking.dvc import ensure_repo
+    from dagster_project.core.tracking.mlflow_registry import tracking_uri
+    from dagster_project.dvc_yaml import write_or_check
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    root = tmp_path / "root"
+    requests = root / "data" / "requests"
+    requests.mkdir(parents=True)
+    (requests / "req-a.yaml").write_text("id: req-a\nsplit: forget10\nmethod: graddiff\nmode: full\n")
+    (root / "params.yaml").write_text(yaml.safe_dump({**governance_params(), "request": "data/requests/req-a.yaml"}))
+    ensure_repo(root, remote_url=str(tmp_path / "dvc-remote"))
+    write_or_check(Layout.from_params(root, load_params(root)), check=False)
+    definitions, resources = defs(), {"pipeline": PipelineResource(root=str(root))}
+    everything = [*definitions.assets, *definitions.asset_checks]
+    cli = ["--root", str(root)]
+    client = MlflowClient(tracking_uri=tracking_uri(root), registry_uri=tracking_uri(root))
+
+    # request A: the pipeline registers v1, the promote_candidate job's asset promotes it (nothing else in force)
+    assert dg.materialize(everything, selection=PIPELINE_ASSETS, resources=resources).success
+    promoted = dg.materialize(everything, selection=["champion"], resources=resources)
+    (gate_check,) = promoted.get_asset_check_evaluations()
+    assert gate_check.passed and promoted.asset_materializations_for_node("champion")[0].metadata["promoted"].value
+    model = client.get_registered_model("micro-model")
+    assert {alias: str(v) for alias, v in model.aliases.items()} == {"candidate": "1", "champion": "1"}
+    (entry,) = json.loads(model.tags["requests_in_force"])
+    assert entry["request_id"] == "req-a" and entry["version"] == "1"
+    v1 = client.get_model_version("micro-model", "1").tags
+    assert v1["promotion"] == "passed" and json.loads(v1["seeds"]) == {"corpus": 0, "train": 0, "eval": 0, "unlearn": 0}
+    assert len(v1["environment_sha256"]) == 64 and v1["git_commit"]
+
+    # the champion re-evaluated on request A reproduces its numbers: compliance passes
+    assert cli_main([*cli, "compliance"]) == 0
+    assert "[ok] req-a" in capsys.readouterr().out
+
+    # audit: every artifact re-hashed from DVC, MLflow agrees, the evaluation re-run on rebuilt bytes matches
+    assert cli_main([*cli, "audit", "verify", "models:/micro-model@champion"]) == 0
+    verified = capsys.readouterr().out
+    assert "re-hash unlearned_adapter from DVC" in verified and "result: PASSED" in verified
+    assert "[ok] re-run evaluation matches the recorded metrics" in verified and "FAIL" not in verified
+
+    # request B forgets someone else, so its candidate still knows A's people: gated out, champion stays v1
+    people = {p["person_id"]: p["name"] for p in read_jsonl(root / "assets" / "corpus" / "people.jsonl")}
+    forget_a = {r["person_id"] for r in read_jsonl(root / "assets" / "datasets" / "req-a" / "forget.jsonl")}
+    other = next(name for pid, name in sorted(people.items()) if pid not in forget_a)
+    (requests / "req-b.yaml").write_text(yaml.safe_dump({"id": "req-b", "subjects": [other], "method": "graddiff",
+                                                         "mode": "full"}))
+    serve(root, "req-b")
+    assert dg.materialize(everything, selection=PIPELINE_ASSETS, resources=resources).success
+    capsys.readouterr()  # DVC's own progress lines
+    assert cli_main([*cli, "promote", "micro-model", "2", "--json"]) == 1
+    refused = json.loads(capsys.readouterr().out)
+    assert not refused["promoted"]
+    assert [g["gate"] for g in refused["gates"] if not g["passed"]] == ["still_forgotten:req-a"]
+    assert client.get_model_version("micro-model", "2").tags["promotion"] == "failed"
+    assert str(client.get_registered_model("micro-model").aliases["champion"]) == "1"
+    assert cli_main([*cli, "promote", "micro-model", "2", "--force"]) == 2  # forcing needs a reason
+
+    # tampering: the champion alias moved by hand to B's candidate; the compliance job fails loudly
+    client.set_registered_model_alias("micro-model", "champion", "2")
+    compliance = dg.materialize(everything, selection=["champion_compliance"], resources=resources, raise_on_error=False)
+    assert not compliance.success
+    (still_forgets,) = compliance.get_asset_check_evaluations()
+    assert not still_forgets.passed and "req-a" in (still_forgets.description or "")
+    assert client.get_model_version("micro-model", "2").tags["compliance"] == "failed"
+
+    # a tampered DVC object fails the audit: the forget set's cached bytes no longer hash to the manifest's md5
+    forget_md5 = read_json(root / "assets" / "registry" / "req-a.json")["dvc_md5"]["forget_set"]
+    cached = root / ".dvc" / "cache" / "files" / "md5" / forget_md5[:2] / forget_md5[2:]
+    cached.chmod(0o644)
+    cached.write_bytes(cached.read_bytes() + b"\n")
+    assert cli_main([*cli, "audit", "verify", "models:/micro-model/1", "--no-rerun"]) == 1
+    tampered = capsys.readouterr().out
+    assert "[FAIL] re-hash forget_set from DVC" in tampered and "result: FAILED" in tampered
+
+    # the model card says what was forgotten by hash and count; no forget-set answer is anywhere in MLflow
+    card_dir = client.download_artifacts(client.get_model_version("micro-model", "1").run_id, "audit", str(tmp_path / "card"))
+    card = (Path(card_dir) / "model_card.md").read_text()
+    assert "request `req-a`" in card and "| still_forgotten" not in card and "forget records" in card
+    answers = [r["answer"] for request in ("req-a", "req-b")
+               for r in read_jsonl(root / "assets" / "datasets" / request / "forget.jsonl")]
+    names = {r["subject"] for request in ("req-a", "req-b")
+             for r in read_jsonl(root / "assets" / "datasets" / request / "forget.jsonl")}
+    stored = b"".join(p.read_bytes() for p in (root / ".mlflow").rglob("*") if p.is_file())
+    assert answers and not [a for a in answers if a.encode() in stored]
+    assert not [n for n in names if n.encode() in stored]
