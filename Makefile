@@ -38,7 +38,8 @@ data/requests:
 
 demo: install
 	unlearn dvc-yaml --check
-	time dagster asset materialize -m dagster_project.definitions --select '*'
+	time dagster job execute -m dagster_project.definitions -j unlearn_request
+	dagster job execute -m dagster_project.definitions -j promote_candidate
 	unlearn summary
 
 test: install

@@ -67,13 +67,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _stage_timings(dagster_home: str | None) -> list[tuple[str, float]]:
-    """Per-step wall time of the latest Dagster run, from the Dagster instance's own records."""
+    """Per-step wall time of the latest `unlearn_request` run, from the Dagster instance's own records."""
     if not dagster_home:
         return []
-    from dagster import DagsterInstance
+    from dagster import DagsterInstance, RunsFilter
 
     with DagsterInstance.get() as instance:
-        runs = instance.get_runs(limit=1)
+        runs = instance.get_runs(filters=RunsFilter(job_name="unlearn_request"), limit=1)
         if not runs:
             return []
         stats = instance.get_run_step_stats(runs[0].run_id)
@@ -99,6 +99,15 @@ def cmd_summary(args: argparse.Namespace) -> int:
         print(f"{key:<22}" + "".join(f"{'—':>12}" if v is None else f"{v:>12.4g}" for v in values))
     print(f"\nRegistered: {record['name']} version {record['version']} alias '{record['alias']}' "
           f"(run {record['run_id'][:12]}, {record['tracking_uri']})")
+    from dagster_project.core.tracking.mlflow_registry import resolve_version
+
+    tags = resolve_version(layout.root, f"models:/{record['name']}/{record['version']}").tags
+    promotion = tags.get("promotion", "not attempted")
+    failed = tags.get("promotion.failed_gates", "none")
+    print(f"Promotion to champion: {promotion}" + (f" (failed gates: {failed}; thresholds in params.yaml `promotion:`, "
+          f"`unlearn promote {record['name']} {record['version']} --force --reason ...` overrides)" if failed != "none" else ""))
+    print(f"Audit: manifest sha256 {record['audit_manifest_sha256'][:16]}...; "
+          f"`unlearn audit verify models:/{record['name']}/{record['version']}` re-hashes and re-runs it")
     print("DVC md5:")
     for stage, md5 in record["dvc_md5"].items():
         print(f"  {stage:<20} {md5}")
@@ -260,8 +269,12 @@ def cmd_compliance(args: argparse.Namespace) -> int:
     else:
         for request_id, regressions in sorted(result.requests.items()):
             print(f"  [{'FAIL' if regressions else 'ok'}] {request_id}" + (f": {'; '.join(regressions)}" if regressions else ""))
-        print(f"compliance of models:/{result.name}/{result.version} (champion): {'passed' if result.passed else 'FAILED'} "
-              f"({len(result.requests)} request(s) in force; MLflow run {result.run_id})")
+        if not result.version:
+            print(f"{result.name} has no champion yet: nothing in force to check")
+        else:
+            print(f"compliance of models:/{result.name}/{result.version} (champion): "
+                  f"{'passed' if result.passed else 'FAILED'} ({len(result.requests)} request(s) in force; "
+                  f"MLflow run {result.run_id})")
     return 0 if result.passed else 1
 
 
@@ -277,6 +290,12 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
+def _with_json(command: argparse.ArgumentParser, func) -> None:
+    """The command runs `func` and takes --json, as every reporting command does."""
+    command.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    command.set_defaults(func=func)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unlearn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default=os.environ.get("UNLEARN_ROOT", "."), help="repo root (artifact store, DVC, MLflow)")
@@ -288,15 +307,13 @@ def build_parser() -> argparse.ArgumentParser:
     stage.add_argument("name", choices=list(STAGES), help="stage (= Dagster asset) name")
     stage.set_defaults(func=cmd_stage)
     status = sub.add_parser("status", help="registered models, versions, aliases, metrics and DVC md5s")
-    status.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    status.set_defaults(func=cmd_status)
+    _with_json(status, cmd_status)
     sub.add_parser("summary", help="closing table of the latest run for the request in params.yaml").set_defaults(func=cmd_summary)
     evaluate = sub.add_parser("eval", help="evaluate any model (folder, adapter or models:/name@alias) on a split")
     evaluate.add_argument("--model", required=True, help="HF model folder, peft adapter folder, or models:/<name>@<alias>")
     evaluate.add_argument("--reference", help="retain model for forget quality and PrivLeak (omit: retain-free metrics)")
     evaluate.add_argument("--split", default="forget10", help="forget split of the corpus (forget01/05/10)")
-    evaluate.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    evaluate.set_defaults(func=cmd_eval)
+    _with_json(evaluate, cmd_eval)
     dvc_yaml = sub.add_parser("dvc-yaml", help="generate dvc.yaml from the Dagster asset graph")
     dvc_yaml.add_argument("--check", action="store_true", help="only check that dvc.yaml is up to date")
     dvc_yaml.set_defaults(func=cmd_dvc_yaml)
@@ -312,10 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "attribution (full mode: a weight mask; lora mode: the modules holding that share of attribution)")
     run.add_argument("--wagle-random", action="store_true", help="with --wagle-ratio: a random mask of the same ratio")
     run.add_argument("--out", help="keep each adapter/model in OUT/<method>-seed<seed> (default: discarded)")
-    run.add_argument("--json", action="store_true", help="print machine-readable JSON")
     run.add_argument("--no-cache", action="store_true", help="retrain even when .cache/method-runs/ holds this run "
                      "(same code, model, data and hyper-parameters)")
-    run.set_defaults(func=cmd_run)
+    _with_json(run, cmd_run)
     request = sub.add_parser("request", help="forget request files").add_subparsers(dest="request_command", required=True)
     new = request.add_parser("new", help="write a validated request file into the requests directory (data/requests/)")
     new.add_argument("--subject", action="append", help="a person to forget, repeatable (or --split)")
@@ -336,20 +352,17 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("version", help="model version number (`unlearn status`)")
     promote.add_argument("--force", action="store_true", help="promote despite failed gates (needs --reason)")
     promote.add_argument("--reason", help="why a forced promotion is justified; kept as tag promotion.reason")
-    promote.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    promote.set_defaults(func=cmd_promote)
+    _with_json(promote, cmd_promote)
     compliance = sub.add_parser("compliance", help="re-evaluate the champion on every request in force; exit 1 on a "
                                 "regression (what the daily Dagster schedule runs)")
     compliance.add_argument("--name", help="registered model (default: params.yaml registry.model_name)")
-    compliance.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    compliance.set_defaults(func=cmd_compliance)
+    _with_json(compliance, cmd_compliance)
     audit = sub.add_parser("audit", help="audit registered versions").add_subparsers(dest="audit_command", required=True)
     verify = audit.add_parser("verify", help="re-fetch every artifact of a version from DVC, re-hash it, check the "
                               "manifest against MLflow and re-run the evaluation; exit 0 = verified")
     verify.add_argument("uri", help="models:/<name>@<alias> or models:/<name>/<version>")
     verify.add_argument("--no-rerun", action="store_true", help="hashes and tags only, skip re-running the evaluation")
-    verify.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    verify.set_defaults(func=cmd_audit_verify)
+    _with_json(verify, cmd_audit_verify)
     return parser
 
 

@@ -105,6 +105,13 @@ def test_promotion_gates_compliance_and_audit_over_two_requests(tmp_path: Path, 
     assert v1["promotion"] == "passed" and json.loads(v1["seeds"]) == {"corpus": 0, "train": 0, "eval": 0, "unlearn": 0}
     assert len(v1["environment_sha256"]) == 64 and v1["git_commit"]
 
+    # re-materialising with unchanged inputs re-uses the version instead of registering a duplicate
+    again = dg.materialize(everything, selection=["evaluation", "registered_model"], resources=resources)
+    assert again.asset_materializations_for_node("registered_model")[0].metadata["reused"].value is True
+    assert [str(v.version) for v in client.search_model_versions("name='micro-model'")] == ["1"]
+    record = read_json(root / "assets" / "registry" / "req-a.json")
+    assert record["version"] == "1" and record["audit_manifest_sha256"] == v1["audit_manifest_sha256"]
+
     # the champion re-evaluated on request A reproduces its numbers: compliance passes
     assert cli_main([*cli, "compliance"]) == 0
     assert "[ok] req-a" in capsys.readouterr().out

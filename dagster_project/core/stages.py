@@ -443,8 +443,13 @@ def run_evaluation(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def git_commit(root: Path) -> str:
+    """HEAD's commit, with "+dirty" when tracked files differ from it (the code that ran is not that commit)."""
     result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=False)
-    return result.stdout.strip() or "unknown"
+    commit = result.stdout.strip()
+    if not commit:
+        return "unknown"
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=root, capture_output=True, check=False).returncode
+    return commit + ("+dirty" if dirty else "")
 
 
 # label -> (stage, path): every DVC-versioned input and output of a registered version, for its audit trail
@@ -484,7 +489,15 @@ def run_registered_model(layout: Layout, params: dict[str, Any]) -> dict[str, An
         model_card,
     )
     from dagster_project.core.tracking.dvc import locked_outs
-    from dagster_project.core.tracking.mlflow_registry import register_candidate
+    from dagster_project.core.tracking.mlflow_registry import (
+        CANDIDATE,
+        Registration,
+        download_run_file,
+        find_version,
+        register_candidate,
+        set_alias,
+        tracking_uri,
+    )
 
     request = _request(layout)
     report = read_json(layout.eval_dir / "report.json")
@@ -512,27 +525,42 @@ def run_registered_model(layout: Layout, params: dict[str, Any]) -> dict[str, An
         "wagle_mask_sha256": wagle.get("mask_sha256"), "hyperparameters": hyperparameters, "seeds": seeds,
         "eval": params["eval"], "git_commit": git_commit(layout.root), "environment_sha256": environment_hash(),
     }
+    # idempotent: the same request, artifacts, settings and metrics as an existing version re-use that version
+    registration_key = fingerprint({k: manifest[k] for k in ("request", "artifacts", "metrics", "hyperparameters",
+                                                             "seeds", "eval")})
+    model_name = params["registry"]["model_name"]
     if layout.audit_dir.exists():
         shutil.rmtree(layout.audit_dir)
-    write_json(layout.audit_dir / MANIFEST_FILE, manifest)
-    gates = check_gates(load_gates(params), candidate_metrics)
-    (layout.audit_dir / CARD_FILE).write_text(model_card(manifest, gates, "Promotion gates at registration "
-                                                         "(earlier requests in force are checked at promotion)"))
-    tags = {"request_id": request.id, "method": request.method, "mode": request.mode, "git_commit": manifest["git_commit"],
-            "wagle": json.dumps(manifest["request"]["wagle"]) if request.wagle else "none",
-            "wagle_mask_sha256": wagle.get("mask_sha256", "none"), "forget_data": request.forget_data,
-            "subjects_sha256": manifest["request"]["subjects_sha256"], "split": request.split or "",
-            "seeds": json.dumps(seeds, sort_keys=True), "environment_sha256": manifest["environment_sha256"],
-            "audit_manifest_sha256": manifest_sha256(layout.audit_dir / MANIFEST_FILE),
-            "gates_at_registration": "passed" if all(g.passed for g in gates) else "failed",
-            **{f"dvc_md5.{k}": v for k, v in md5s.items()}}
-    registration = register_candidate(
-        layout.root, params["registry"]["model_name"], request.id,
-        params={"method": request.method, "mode": request.mode, **{f"hp.{k}": v for k, v in hyperparameters.items()}},
-        metrics=metrics, version_metrics=candidate_metrics, tags=tags,
-        artifact_dirs={"model": layout.unlearned_dir, "evaluation": layout.eval_dir, "audit": layout.audit_dir},
-    )
-    record = {**registration.to_dict(), "dvc_md5": md5s, "metrics": candidate_metrics,
+    existing = find_version(layout.root, model_name, "registration_key", registration_key)
+    if existing is not None:
+        # its audit files are the ones MLflow holds (recorded by the code that registered it)
+        download_run_file(layout.root, existing.run_id, "audit", layout.audit_dir.parent / "_audit")
+        shutil.move(layout.audit_dir.parent / "_audit" / "audit", layout.audit_dir)
+        shutil.rmtree(layout.audit_dir.parent / "_audit")
+        set_alias(layout.root, model_name, CANDIDATE, existing.version)
+        registration = Registration(model_name, existing.version, CANDIDATE, existing.run_id, tracking_uri(layout.root))
+        tags = existing.tags
+    else:
+        write_json(layout.audit_dir / MANIFEST_FILE, manifest)
+        gates = check_gates(load_gates(params), candidate_metrics)
+        (layout.audit_dir / CARD_FILE).write_text(model_card(manifest, gates, "Promotion gates at registration "
+                                                             "(earlier requests in force are checked at promotion)"))
+        tags = {"request_id": request.id, "method": request.method, "mode": request.mode,
+                "git_commit": manifest["git_commit"], "registration_key": registration_key,
+                "wagle": json.dumps(manifest["request"]["wagle"]) if request.wagle else "none",
+                "wagle_mask_sha256": wagle.get("mask_sha256", "none"), "forget_data": request.forget_data,
+                "subjects_sha256": manifest["request"]["subjects_sha256"], "split": request.split or "",
+                "seeds": json.dumps(seeds, sort_keys=True), "environment_sha256": manifest["environment_sha256"],
+                "audit_manifest_sha256": manifest_sha256(layout.audit_dir / MANIFEST_FILE),
+                "gates_at_registration": "passed" if all(g.passed for g in gates) else "failed",
+                **{f"dvc_md5.{k}": v for k, v in md5s.items()}}
+        registration = register_candidate(
+            layout.root, model_name, request.id,
+            params={"method": request.method, "mode": request.mode, **{f"hp.{k}": v for k, v in hyperparameters.items()}},
+            metrics=metrics, version_metrics=candidate_metrics, tags=tags,
+            artifact_dirs={"model": layout.unlearned_dir, "evaluation": layout.eval_dir, "audit": layout.audit_dir},
+        )
+    record = {**registration.to_dict(), "dvc_md5": md5s, "metrics": candidate_metrics, "reused": existing is not None,
               "audit_manifest_sha256": tags["audit_manifest_sha256"], "gates_at_registration": tags["gates_at_registration"]}
     write_json(layout.registry_record, record)
     return record

@@ -133,6 +133,11 @@ class VersionInfo:
         return {k.removeprefix("metric."): float(v) for k, v in self.tags.items() if k.startswith("metric.")}
 
 
+def _version_info(version) -> VersionInfo:
+    return VersionInfo(version.name, str(version.version), version.run_id, dict(version.tags or {}),
+                       tuple(version.aliases or ()))
+
+
 def resolve_version(root: Path, uri: str) -> VersionInfo:
     """`models:/<name>@<alias>` or `models:/<name>/<version>` in this root's registry, with its tags."""
     reference = uri.removeprefix("models:/")
@@ -145,7 +150,18 @@ def resolve_version(root: Path, uri: str) -> VersionInfo:
         version = client.get_model_version(name, number)
     else:
         raise ValueError(f"{uri}: expected models:/<name>@<alias> or models:/<name>/<version>")
-    return VersionInfo(name, str(version.version), version.run_id, dict(version.tags or {}), tuple(version.aliases or ()))
+    return _version_info(version)
+
+
+def find_version(root: Path, name: str, tag: str, value: str) -> VersionInfo | None:
+    """The newest version of `name` whose tag `tag` equals `value`; None if none does (or no such model)."""
+    client = _client(root)
+    if not client.search_registered_models(f"name='{name}'"):
+        return None
+    matches = [v for v in client.search_model_versions(f"name='{name}'") if (v.tags or {}).get(tag) == value]
+    if not matches:
+        return None
+    return _version_info(max(matches, key=lambda v: int(v.version)))
 
 
 def champion_version(root: Path, name: str) -> VersionInfo | None:
