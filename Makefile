@@ -28,9 +28,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --no-deps antlr4-python3-runtime==4.13.2
 	touch $@
 
-$(DAGSTER_HOME)/dagster.yaml:
+# one training step at a time across runs (pool "training"; raise with `dagster instance concurrency set training N`)
+$(DAGSTER_HOME)/dagster.yaml: Makefile
 	mkdir -p $(DAGSTER_HOME)
-	printf 'telemetry:\n  enabled: false\n' > $@
+	printf 'telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n' > $@
 
 # data/ is DVC-tracked (data.dvc); a fresh clone restores it from the seed remote committed in data-seed/
 data/requests:
@@ -38,8 +39,9 @@ data/requests:
 
 demo: install
 	unlearn dvc-yaml --check
-	time dagster job execute -m dagster_project.definitions -j unlearn_request
-	dagster job execute -m dagster_project.definitions -j promote_candidate
+	-unlearn request sync
+	time dagster job execute -m dagster_project.definitions -j unlearn_request --tags "{\"dagster/partition\": \"$$(unlearn request id)\"}"
+	dagster job execute -m dagster_project.definitions -j promote_candidate --tags "{\"dagster/partition\": \"$$(unlearn request id)\"}"
 	unlearn summary
 
 test: install

@@ -32,9 +32,11 @@ from dagster_project.core.layout import DEFAULT_PARAMS, Layout, load_params
 
 
 def _layout(args: argparse.Namespace) -> tuple[Layout, dict]:
+    """The layout of `--request` where the command has one and it is given, else of params.yaml's `request:`."""
     root = Path(args.root).resolve()
     params = load_params(root, args.params)
-    return Layout.from_params(root, params), params
+    request_id = getattr(args, "request", None)
+    return (Layout.for_request(root, params, request_id) if request_id else Layout.from_params(root, params)), params
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
@@ -141,8 +143,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_dvc_yaml(args: argparse.Namespace) -> int:
     from dagster_project.dvc_yaml import write_or_check
 
-    layout, _params = _layout(args)
-    fresh = write_or_check(layout, check=args.check)
+    layout, params = _layout(args)
+    fresh = write_or_check(layout.root, params, check=args.check)
     if args.check and not fresh:
         print("dvc.yaml is stale: run `unlearn dvc-yaml` and commit the result", file=sys.stderr)
         return 1
@@ -241,6 +243,32 @@ def cmd_request_new(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_requests_sync(args: argparse.Namespace) -> int:
+    """What the sensor does, once and without launching runs: add a Dagster partition per valid request file."""
+    from dagster import DagsterInstance
+
+    from dagster_project.core.data.request import scan_requests
+    from dagster_project.dvc_yaml import write_or_check
+
+    layout, params = _layout(args)
+    valid, invalid = scan_requests(layout.root / params["requests_dir"])
+    for name, error in invalid.items():
+        print(f"skipped {name}: {error}", file=sys.stderr)
+    with DagsterInstance.get() as instance:
+        known = set(instance.get_dynamic_partitions("requests"))
+        new = [request_id for request_id in valid if request_id not in known]
+        instance.add_dynamic_partitions("requests", new)
+    write_or_check(layout.root, params, check=False)
+    print(f"requests: {len(valid)} valid ({len(new)} new partition(s)), {len(invalid)} invalid; "
+          f"params.yaml's request: {layout.request_id}")
+    return 1 if invalid else 0
+
+
+def cmd_request_id(args: argparse.Namespace) -> int:
+    print(_layout(args)[0].request_id)
+    return 0
+
+
 def cmd_promote(args: argparse.Namespace) -> int:
     from dagster_project.core.audit.manifest import gates_table
     from dagster_project.core.audit.promotion import promote
@@ -305,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     from dagster_project.core.stages import STAGES
 
     stage.add_argument("name", choices=list(STAGES), help="stage (= Dagster asset) name")
+    stage.add_argument("--request", help="request id (= Dagster partition; default: params.yaml `request:`)")
     stage.set_defaults(func=cmd_stage)
     status = sub.add_parser("status", help="registered models, versions, aliases, metrics and DVC md5s")
     _with_json(status, cmd_status)
@@ -346,6 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--description", help="free text, e.g. the ticket number")
     new.add_argument("--force", action="store_true", help="replace an existing file of the same id")
     new.set_defaults(func=cmd_request_new)
+    request.add_parser("sync", help="add a Dagster `requests` partition for every valid request file (what the sensor "
+                       "does, without launching runs); exit 1 if any file is invalid").set_defaults(func=cmd_requests_sync)
+    request.add_parser("id", help="print the id of params.yaml's request (the demo's partition key)"
+                       ).set_defaults(func=cmd_request_id)
     promote = sub.add_parser("promote", help="move alias champion to a version if the promotion gates pass "
                              "(params.yaml `promotion:`); exit 1 when gated out")
     promote.add_argument("name", help="registered model name (params.yaml registry.model_name)")

@@ -1,11 +1,13 @@
 """Generate `dvc.yaml` from the Dagster asset graph, so there is one DAG and DVC only stores bytes.
 
-    unlearn dvc-yaml            # write dvc.yaml for the request in params.yaml
+    unlearn dvc-yaml            # write dvc.yaml for every request file in data/requests/
     unlearn dvc-yaml --check    # exit 1 if the committed dvc.yaml is stale
 
 One stage per asset: `cmd` runs the same core stage function through the CLI, deps are the
 upstream assets' outputs (plus raw inputs such as the request file), params the sections of
-params.yaml the stage reads, outs the files the stage writes.
+params.yaml the stage reads, outs the files the stage writes. Shared assets (corpus, tokenizer,
+target model) are one stage; per-request assets (Dagster's `requests` partitions) are a `foreach`
+over the request files, so DVC names them `<asset>@<request id>` in dvc.lock.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from dagster_project.core.data.request import scan_requests
 from dagster_project.core.layout import Layout
 from dagster_project.core.stages import STAGES
 
@@ -35,7 +38,17 @@ def asset_graph_order() -> list[tuple[str, list[str]]]:
     return order
 
 
-def build_dvc_yaml(layout: Layout) -> dict:
+def request_files(root: Path, params: dict) -> dict[str, str]:
+    """request id -> request file (relative to the root) for every *valid* request file in `requests_dir`
+    (an invalid one gets no stages: the sensor reports it instead)."""
+    valid, _invalid = scan_requests(root / params["requests_dir"])
+    return {request_id: Layout.for_request(root, params, request_id).request_file for request_id in valid}
+
+
+def build_dvc_yaml(root: Path, params: dict) -> dict:
+    requests = request_files(root, params)
+    # per-request paths with DVC's foreach placeholders: ${key} = request id, ${item} = its file
+    layout = Layout(root=root.resolve(), request_file="${item}", request_key="${key}")
     stages = {}
     for name, parents in asset_graph_order():
         if name in REGISTRY_ONLY:
@@ -45,29 +58,35 @@ def build_dvc_yaml(layout: Layout) -> dict:
         stage = STAGES[name]
         deps = [layout.rel(p) for p in stage.inputs(layout)]
         deps += [layout.rel(p) for parent in parents for p in STAGES[parent].outs(layout)]
-        entry: dict = {"cmd": f"unlearn stage {name}"}
+        entry: dict = {"cmd": f"unlearn stage {name}" + ("" if stage.shared else " --request ${key}")}
         if deps:
             entry["deps"] = deps
         if stage.params:
             entry["params"] = list(stage.params)
         outs = [layout.rel(p) for p in stage.outs(layout)]
         entry["outs"] = outs if stage.cache else [{out: {"cache": False}} for out in outs]
-        stages[name] = entry
+        if stage.shared:
+            stages[name] = entry
+        elif requests:
+            stages[name] = {"foreach": dict(requests), "do": entry}  # a copy each: no YAML anchors
     return {"stages": stages}
 
 
-def render(layout: Layout) -> str:
-    return HEADER + yaml.safe_dump(build_dvc_yaml(layout), sort_keys=False)
+def render(root: Path, params: dict) -> str:
+    return HEADER + yaml.safe_dump(build_dvc_yaml(root, params), sort_keys=False)
 
 
-def write_or_check(layout: Layout, check: bool) -> bool:
+def write_or_check(root: Path, params: dict, check: bool) -> bool:
     """Write dvc.yaml (or compare it); return True when the file on disk is up to date."""
-    path = layout.root / "dvc.yaml"
-    expected = render(layout)
+    path = root / "dvc.yaml"
+    expected = render(root, params)
     current = path.read_text() if path.exists() else ""
     if check:
         return current == expected
-    path.write_text(expected)
+    if current != expected:  # atomically: a DVC commit in a parallel run may be reading it
+        tmp = path.with_suffix(".yaml.tmp")
+        tmp.write_text(expected)
+        tmp.replace(path)
     return True
 
 

@@ -48,7 +48,7 @@ def micro_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (root / "data" / "requests" / "micro.yaml").write_text(MICRO_REQUEST)
     (root / "params.yaml").write_text(yaml.safe_dump(MICRO_PARAMS))
     ensure_repo(root, remote_url=str(tmp_path / "dvc-remote"))
-    write_or_check(Layout.from_params(root, MICRO_PARAMS), check=False)
+    write_or_check(root, MICRO_PARAMS, check=False)
     return root
 
 
@@ -67,6 +67,30 @@ def one_thread():
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
+
+
+# what the `unlearn_request` job runs: everything but the governance assets (promotion, compliance)
+PIPELINE = ("*", "-champion", "-champion_compliance")
+
+
+def materialize_request(root: Path, request_id: str | None, selection=PIPELINE, dvc_commit: bool = True,
+                        raise_on_error: bool = True, instance=None):
+    """Materialise `selection` in-process for partition `request_id` (added to the instance first), as a
+    sensor-launched run would; `request_id=None` for unpartitioned selections (compliance)."""
+    import dagster as dg
+
+    from dagster_project.definitions import defs
+    from dagster_project.defs.resources import PipelineResource
+
+    instance = instance or dg.DagsterInstance.ephemeral()
+    if request_id:
+        instance.add_dynamic_partitions("requests", [request_id])
+    definitions = defs()
+    if selection == PIPELINE:
+        selection = dg.AssetSelection.all() - dg.AssetSelection.assets("champion", "champion_compliance")
+    return dg.materialize([*definitions.assets, *definitions.asset_checks], selection=selection,
+                          partition_key=request_id, instance=instance, raise_on_error=raise_on_error,
+                          resources={"pipeline": PipelineResource(root=str(root), dvc_commit=dvc_commit)})
 
 
 def copy_request(root: Path, text: str, name: str) -> Path:

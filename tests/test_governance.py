@@ -8,16 +8,15 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import yaml
-from conftest import MICRO_PARAMS
+from conftest import MICRO_PARAMS, materialize_request
 
 from dagster_project.cli import main as cli_main
 from dagster_project.core.audit.gates import Gates, check_gates, load_gates
 from dagster_project.core.data.io import read_json, read_jsonl
-from dagster_project.core.layout import Layout, load_params
-from dagster_project.definitions import defs
+from dagster_project.core.data.corpus import CorpusConfig, generate_corpus
 from dagster_project.defs.resources import PipelineResource
+from dagster_project.defs.sensors import new_request_files
 
-PIPELINE_ASSETS = dg.AssetSelection.all() - dg.AssetSelection.assets("champion", "champion_compliance")
 GOOD = {"forget_quality": 0.3, "utility_ratio": 0.97, "forget_gibberish_rate": 0.1, "forget_refusal_rate": 0.0}
 
 
@@ -64,12 +63,6 @@ def governance_params() -> dict:
     return params
 
 
-def serve(root: Path, request_id: str) -> None:
-    params = load_params(root)
-    params["request"] = f"data/requests/{request_id}.yaml"
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-
-
 @pytest.mark.e2e
 def test_promotion_gates_compliance_and_audit_over_two_requests(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                 one_thread, capsys: pytest.CaptureFixture) -> None:
@@ -83,18 +76,33 @@ def test_promotion_gates_compliance_and_audit_over_two_requests(tmp_path: Path, 
     root = tmp_path / "root"
     requests = root / "data" / "requests"
     requests.mkdir(parents=True)
-    (requests / "req-a.yaml").write_text("id: req-a\nsplit: forget10\nmethod: graddiff\nmode: full\n")
-    (root / "params.yaml").write_text(yaml.safe_dump({**governance_params(), "request": "data/requests/req-a.yaml"}))
+    params = governance_params()
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
     ensure_repo(root, remote_url=str(tmp_path / "dvc-remote"))
-    write_or_check(Layout.from_params(root, load_params(root)), check=False)
-    definitions, resources = defs(), {"pipeline": PipelineResource(root=str(root))}
-    everything = [*definitions.assets, *definitions.asset_checks]
+    write_or_check(root, params, check=False)
+    instance = dg.DagsterInstance.ephemeral()  # one instance: the partitions persist across the runs below
     cli = ["--root", str(root)]
     client = MlflowClient(tracking_uri=tracking_uri(root), registry_uri=tracking_uri(root))
 
+    # two requests and a broken file dropped into data/requests/: the sensor adds two partitions and two runs
+    people = generate_corpus(CorpusConfig(**params["corpus"]))
+    other = next(p["name"] for p in people.people if p["person_id"] in people.splits["retain"])
+    (requests / "req-a.yaml").write_text("id: req-a\nsplit: forget10\nmethod: graddiff\nmode: full\n")
+    (requests / "req-b.yaml").write_text(yaml.safe_dump({"id": "req-b", "subjects": [other], "method": "graddiff",
+                                                         "mode": "full"}))
+    (requests / "broken.yaml").write_text("id: broken\nsplit: forget10\nmethod: npo\nmode: sideways\n")
+    sensed = new_request_files(dg.build_sensor_context(instance=instance, resources={"pipeline": PipelineResource(root=str(root))}))
+    assert [r.partition_key for r in sensed.run_requests] == ["req-a", "req-b"]
+    (added,) = sensed.dynamic_partitions_requests
+    assert list(added.partition_keys) == ["req-a", "req-b"]
+    instance.add_dynamic_partitions("requests", list(added.partition_keys))
+    assert list(yaml.safe_load((root / "dvc.yaml").read_text())["stages"]["forget_set"]["foreach"]) == ["req-a", "req-b"]
+    skipped = new_request_files(dg.build_sensor_context(instance=instance, resources={"pipeline": PipelineResource(root=str(root))}))
+    assert isinstance(skipped, dg.SkipReason) and "broken.yaml" in skipped.skip_message and "mode" in skipped.skip_message
+
     # request A: the pipeline registers v1, the promote_candidate job's asset promotes it (nothing else in force)
-    assert dg.materialize(everything, selection=PIPELINE_ASSETS, resources=resources).success
-    promoted = dg.materialize(everything, selection=["champion"], resources=resources)
+    assert materialize_request(root, "req-a", instance=instance).success
+    promoted = materialize_request(root, "req-a", ["champion"], instance=instance)
     (gate_check,) = promoted.get_asset_check_evaluations()
     assert gate_check.passed and promoted.asset_materializations_for_node("champion")[0].metadata["promoted"].value
     model = client.get_registered_model("micro-model")
@@ -106,7 +114,7 @@ def test_promotion_gates_compliance_and_audit_over_two_requests(tmp_path: Path, 
     assert len(v1["environment_sha256"]) == 64 and v1["git_commit"]
 
     # re-materialising with unchanged inputs re-uses the version instead of registering a duplicate
-    again = dg.materialize(everything, selection=["evaluation", "registered_model"], resources=resources)
+    again = materialize_request(root, "req-a", ["evaluation", "registered_model"], instance=instance)
     assert again.asset_materializations_for_node("registered_model")[0].metadata["reused"].value is True
     assert [str(v.version) for v in client.search_model_versions("name='micro-model'")] == ["1"]
     record = read_json(root / "assets" / "registry" / "req-a.json")
@@ -123,13 +131,7 @@ def test_promotion_gates_compliance_and_audit_over_two_requests(tmp_path: Path, 
     assert "[ok] re-run evaluation matches the recorded metrics" in verified and "FAIL" not in verified
 
     # request B forgets someone else, so its candidate still knows A's people: gated out, champion stays v1
-    people = {p["person_id"]: p["name"] for p in read_jsonl(root / "assets" / "corpus" / "people.jsonl")}
-    forget_a = {r["person_id"] for r in read_jsonl(root / "assets" / "datasets" / "req-a" / "forget.jsonl")}
-    other = next(name for pid, name in sorted(people.items()) if pid not in forget_a)
-    (requests / "req-b.yaml").write_text(yaml.safe_dump({"id": "req-b", "subjects": [other], "method": "graddiff",
-                                                         "mode": "full"}))
-    serve(root, "req-b")
-    assert dg.materialize(everything, selection=PIPELINE_ASSETS, resources=resources).success
+    assert materialize_request(root, "req-b", instance=instance).success
     capsys.readouterr()  # DVC's own progress lines
     assert cli_main([*cli, "promote", "micro-model", "2", "--json"]) == 1
     refused = json.loads(capsys.readouterr().out)
@@ -141,7 +143,7 @@ def test_promotion_gates_compliance_and_audit_over_two_requests(tmp_path: Path, 
 
     # tampering: the champion alias moved by hand to B's candidate; the compliance job fails loudly
     client.set_registered_model_alias("micro-model", "champion", "2")
-    compliance = dg.materialize(everything, selection=["champion_compliance"], resources=resources, raise_on_error=False)
+    compliance = materialize_request(root, None, ["champion_compliance"], raise_on_error=False, instance=instance)
     assert not compliance.success
     (still_forgets,) = compliance.get_asset_check_evaluations()
     assert not still_forgets.passed and "req-a" in (still_forgets.description or "")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import dagster as dg
 import pytest
 import yaml
+from conftest import materialize_request
 
 from dagster_project.cli import main as cli_main
 from dagster_project.core.data import datasets
@@ -15,23 +15,11 @@ from dagster_project.core.data.io import read_json, read_jsonl
 from dagster_project.core.layout import Layout, load_params
 from dagster_project.core.tracking import dvc as dvc_tracking
 from dagster_project.core.tracking.mlflow_registry import registry_status
-from dagster_project.definitions import defs
-from dagster_project.defs.resources import PipelineResource
-
-
-# what the `unlearn_request` job runs: everything but the governance assets (promotion, compliance)
-PIPELINE_ASSETS = dg.AssetSelection.all() - dg.AssetSelection.assets("champion", "champion_compliance")
-
-
-def all_assets_and_checks() -> list:
-    definitions = defs()
-    return [*definitions.assets, *definitions.asset_checks]
 
 
 @pytest.mark.e2e
 def test_whole_graph_registers_a_candidate_with_dvc_hashes(micro_root: Path, capsys: pytest.CaptureFixture) -> None:
-    result = dg.materialize(all_assets_and_checks(), resources={"pipeline": PipelineResource(root=str(micro_root))},
-                            selection=PIPELINE_ASSETS)
+    result = materialize_request(micro_root, "micro")
     assert result.success
     checks = result.get_asset_check_evaluations()
     assert len(checks) == 5 and all(c.passed for c in checks)  # snap_data and revealed_forget_set pass empty
@@ -42,7 +30,8 @@ def test_whole_graph_registers_a_candidate_with_dvc_hashes(micro_root: Path, cap
     (version,) = model["versions"]
     assert version["request_id"] == "micro"
     layout = Layout.from_params(micro_root, load_params(micro_root))
-    locked = {stage: dvc_tracking.locked_outs(micro_root, stage) for stage in ("forget_set", "unlearned_adapter")}
+    # per-request stages are a dvc.yaml foreach: dvc.lock names them <stage>@<request id>
+    locked = {stage: dvc_tracking.locked_outs(micro_root, f"{stage}@micro") for stage in ("forget_set", "unlearned_adapter")}
     assert version["dvc_md5"]["forget_set"] == locked["forget_set"][layout.rel(layout.forget_set)]
     assert version["dvc_md5"]["unlearned_adapter"] == locked["unlearned_adapter"][layout.rel(layout.unlearned_dir)]
     assert version["dvc_md5"]["unlearned_adapter"].endswith(".dir")
@@ -118,8 +107,7 @@ def test_failing_gx_check_blocks_unlearning(micro_root: Path, monkeypatch: pytes
 
     monkeypatch.setattr("dagster_project.core.stages.build_retain_set", leaky_retain_set)
     selection = ["tofu_like_corpus", "forget_request", "forget_set", "retain_set", "unlearned_adapter"]
-    result = dg.materialize(all_assets_and_checks(), selection=selection, raise_on_error=False,
-                            resources={"pipeline": PipelineResource(root=str(micro_root), dvc_commit=False)})
+    result = materialize_request(micro_root, "micro", selection, dvc_commit=False, raise_on_error=False)
     failed = [c for c in result.get_asset_check_evaluations() if not c.passed]
     assert [c.check_name for c in failed] == ["retain_set_is_valid_and_disjoint"]
     assert "shares" in (failed[0].description or "")
@@ -138,8 +126,7 @@ def test_snap_request_trains_on_its_validated_snap_data_asset(micro_root: Path) 
     (micro_root / "params.yaml").write_text(yaml.safe_dump(params))
     selection = ["tofu_like_corpus", "forget_request", "forget_set", "retain_set", "tokenizer", "target_model",
                  "snap_data", "unlearned_adapter"]
-    result = dg.materialize(all_assets_and_checks(), selection=selection,
-                            resources={"pipeline": PipelineResource(root=str(micro_root), dvc_commit=False)})
+    result = materialize_request(micro_root, "micro", selection, dvc_commit=False)
     assert result.success
     (check,) = [c for c in result.get_asset_check_evaluations() if c.check_name == "snap_data_is_valid"]
     assert check.passed and check.metadata["rows"].value > 0
@@ -156,8 +143,7 @@ def test_snap_request_trains_on_its_validated_snap_data_asset(micro_root: Path) 
     assert manifest["method"] == "snap" and manifest["steps_done"] == 3
     # generated once per (θ₀, data, seed): a re-materialisation reads the content-hash cache back
     (cached,) = (layout.cache_dir / "snap-data").glob("*.json")
-    read_again = dg.materialize(all_assets_and_checks(), selection=["snap_data"],
-                                resources={"pipeline": PipelineResource(root=str(micro_root), dvc_commit=False)})
+    read_again = materialize_request(micro_root, "micro", ["snap_data"], dvc_commit=False)
     assert read_again.success and read_jsonl(layout.snap_data_dir / "negative.jsonl") == negative
     assert list((layout.cache_dir / "snap-data").glob("*.json")) == [cached]
 
@@ -174,8 +160,7 @@ def test_wagle_request_masks_weights_or_places_adapters(micro_root: Path, mode: 
         "wagle:\n  ratio: 0.5\n")
     selection = ["tofu_like_corpus", "forget_request", "forget_set", "retain_set", "tokenizer", "target_model",
                  "snap_data", "weight_attribution", "unlearned_adapter"]
-    result = dg.materialize(all_assets_and_checks(), selection=selection,
-                            resources={"pipeline": PipelineResource(root=str(micro_root), dvc_commit=False)})
+    result = materialize_request(micro_root, "micro", selection, dvc_commit=False)
     assert result.success
     metadata = result.asset_materializations_for_node("weight_attribution")[0].metadata
     assert metadata["built"].value is True and metadata["kept"].value == round(0.5 * metadata["total"].value)
@@ -206,8 +191,7 @@ def test_reveal_request_trains_on_what_the_model_reveals(micro_root: Path) -> No
     # the micro model (one epoch) says little that is relevant: keep all it says, release at any relevance
     params["reveal"]["relevance_threshold"], params["release"]["stop_relevance"] = 0.0, 0.0
     (micro_root / "params.yaml").write_text(yaml.safe_dump(params))
-    result = dg.materialize(all_assets_and_checks(), resources={"pipeline": PipelineResource(root=str(micro_root))},
-                            selection=PIPELINE_ASSETS)
+    result = materialize_request(micro_root, "micro")
     assert result.success
     (check,) = [c for c in result.get_asset_check_evaluations() if c.check_name == "revealed_forget_set_is_valid"]
     assert check.passed and check.metadata["rows"].value > 0

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from dagster_project.core.data.request import REQUEST_SUFFIXES
+
 DEFAULT_PARAMS = "params.yaml"
 
 
@@ -33,14 +35,28 @@ def load_params(root: Path, params_file: str = DEFAULT_PARAMS) -> dict[str, Any]
 class Layout:
     root: Path
     request_file: str  # relative to root, e.g. data/requests/demo-forget10.yaml
+    request_key: str = ""  # the request id when it is not the file's stem (dvc.yaml's `${key}` placeholder)
 
     @classmethod
     def from_params(cls, root: Path, params: dict[str, Any]) -> "Layout":
+        """The layout of params.yaml's `request:` (the default request of the CLI, `dvc repro` and `make demo`)."""
         return cls(root=root.resolve(), request_file=str(params["request"]))
+
+    @classmethod
+    def for_request(cls, root: Path, params: dict[str, Any], request_id: str) -> "Layout":
+        """The layout of request `request_id` (a Dagster partition): its file in `requests_dir`, whichever of
+        .yaml/.yml/.json it is; artifact paths depend on the id alone, so a request whose file was removed
+        still finds its artifacts."""
+        if not request_id or "/" in request_id or "\\" in request_id or request_id.startswith("."):
+            raise ValueError(f"request id {request_id!r}: expected a file stem in {params['requests_dir']}/")
+        requests_dir = Path(params["requests_dir"])
+        files = [requests_dir / f"{request_id}{suffix}" for suffix in REQUEST_SUFFIXES]
+        found = next((f for f in files if (root / f).is_file()), files[0])
+        return cls(root=root.resolve(), request_file=found.as_posix())
 
     @property
     def request_id(self) -> str:
-        return Path(self.request_file).stem
+        return self.request_key or Path(self.request_file).stem
 
     @property
     def assets(self) -> Path:

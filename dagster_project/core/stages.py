@@ -46,6 +46,11 @@ class Stage:
     params: tuple[str, ...] = ()  # params.yaml sections the stage reads (dvc.yaml `params:`)
     inputs: Callable[[Layout], list[Path]] = lambda layout: []  # deps that no stage produces
     cache: bool = True  # False: DVC hashes the output but keeps it out of the cache (small records)
+    shared: bool = False  # True: one output for every request (corpus, tokenizer, target model), not per request
+
+    def key(self, layout: Layout) -> str:
+        """The stage's name in dvc.yaml/dvc.lock: `<name>@<request id>` for per-request stages (a foreach)."""
+        return self.name if self.shared else f"{self.name}@{layout.request_id}"
 
 
 def _corpus(layout: Layout) -> corpus_lib.Corpus:
@@ -507,7 +512,7 @@ def run_registered_model(layout: Layout, params: dict[str, Any]) -> dict[str, An
     metrics = {f"{scope}/{k}": v for k, v in candidate_metrics.items()}
     metrics.update({f"{model}/{scope}/{k}": v for model in ("target", "retain")
                     for k, v in report["models"][model]["metrics"].items()})
-    md5s = {label: locked_outs(layout.root, stage).get(layout.rel(path(layout)), "uncommitted")
+    md5s = {label: locked_outs(layout.root, STAGES[stage].key(layout)).get(layout.rel(path(layout)), "uncommitted")
             for label, (stage, path) in AUDITED.items()}
     hyperparameters = unlearning_hyperparameters(request, params)
     seeds = {"corpus": params["corpus"]["seed"], "train": params["train"]["seed"], "eval": params["eval"]["seed"],
@@ -569,13 +574,13 @@ def run_registered_model(layout: Layout, params: dict[str, Any]) -> dict[str, An
 STAGES: dict[str, Stage] = {
     stage.name: stage
     for stage in [
-        Stage("tofu_like_corpus", run_corpus, lambda l: [l.corpus_dir], params=("corpus",)),
-        Stage("forget_request", run_forget_request, lambda l: [l.request_json], params=("request", "requests_dir"),
+        Stage("tofu_like_corpus", run_corpus, lambda l: [l.corpus_dir], params=("corpus",), shared=True),
+        Stage("forget_request", run_forget_request, lambda l: [l.request_json], params=("requests_dir",),
               inputs=lambda l: [l.root / l.request_file]),
         Stage("forget_set", run_forget_set, lambda l: [l.forget_set]),
         Stage("retain_set", run_retain_set, lambda l: [l.retain_set]),
-        Stage("tokenizer", run_tokenizer, lambda l: [l.tokenizer_dir], params=("tokenizer",)),
-        Stage("target_model", run_target_model, lambda l: [l.target_model_dir], params=("model", "train")),
+        Stage("tokenizer", run_tokenizer, lambda l: [l.tokenizer_dir], params=("tokenizer",), shared=True),
+        Stage("target_model", run_target_model, lambda l: [l.target_model_dir], params=("model", "train"), shared=True),
         Stage("retain_model", run_retain_model, lambda l: [l.retain_model_dir], params=("model", "train")),
         Stage("snap_data", run_snap_data, lambda l: [l.snap_data_dir], params=("unlearn", "eval")),
         Stage("revealed_forget_set", run_revealed_forget_set, lambda l: [l.revealed_dir], params=("reveal", "release")),

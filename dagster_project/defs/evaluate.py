@@ -5,7 +5,7 @@ import dagster as dg
 from dagster_project.core.data.io import read_json
 from dagster_project.defs.data import forget_request, forget_set, retain_set, tofu_like_corpus
 from dagster_project.defs.models import retain_model, target_model, tokenizer
-from dagster_project.defs.resources import PipelineResource, materialize_stage
+from dagster_project.defs.resources import PipelineResource, materialize_stage, request_of, requests_partitions
 from dagster_project.defs.unlearn import unlearned_adapter
 
 TABLE_METRICS = ("forget_quality", "model_utility", "forget_rouge", "forget_fact_accuracy", "forget_prob",
@@ -23,12 +23,12 @@ def metrics_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-@dg.asset(group_name="evaluation", kinds={"pytorch", "dvc"},
+@dg.asset(group_name="evaluation", kinds={"pytorch", "dvc"}, partitions_def=requests_partitions,
           deps=[target_model, retain_model, unlearned_adapter, forget_set, retain_set, tofu_like_corpus, tokenizer,
                 forget_request],
           description="Prob, ROUGE-L recall, truth ratio, forget quality and model utility per model.")
 def evaluation(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
-    layout = pipeline.layout()
+    layout = pipeline.layout(request_of(context))
     result = materialize_stage(context, pipeline, "evaluation")
     report = read_json(layout.eval_dir / "report.json")
     return dg.MaterializeResult(metadata={

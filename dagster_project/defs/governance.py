@@ -10,15 +10,15 @@ import dagster as dg
 from dagster_project.core.audit.promotion import promote, run_compliance
 from dagster_project.core.data.io import read_json
 from dagster_project.defs.registry import registered_model
-from dagster_project.defs.resources import PipelineResource
+from dagster_project.defs.resources import PipelineResource, request_of, requests_partitions
 
 
-@dg.asset(group_name="registry", kinds={"mlflow"}, deps=[registered_model],
+@dg.asset(group_name="registry", kinds={"mlflow"}, deps=[registered_model], partitions_def=requests_partitions,
           check_specs=[dg.AssetCheckSpec("promotion_gates_passed", asset="champion")],
           description="Alias `champion` moved to this request's registered version when every promotion gate passes "
                       "(params.yaml `promotion:`; earlier requests in force must stay forgotten).")
 def champion(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
-    layout, params = pipeline.layout(), pipeline.params()
+    layout, params = pipeline.layout(request_of(context)), pipeline.params()
     record = read_json(layout.registry_record)
     result = promote(pipeline.root_path(), params, record["name"], record["version"])
     context.log.info(f"models:/{result.name}/{result.version}: {'promoted' if result.promoted else 'gated out'}")

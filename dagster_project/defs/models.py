@@ -3,7 +3,7 @@
 import dagster as dg
 
 from dagster_project.defs.data import retain_set, tofu_like_corpus
-from dagster_project.defs.resources import PipelineResource, materialize_stage
+from dagster_project.defs.resources import PipelineResource, materialize_stage, requests_partitions
 
 
 @dg.asset(group_name="models", kinds={"python", "dvc"}, deps=[tofu_like_corpus],
@@ -19,6 +19,7 @@ def target_model(context: dg.AssetExecutionContext, pipeline: PipelineResource) 
 
 
 @dg.asset(group_name="models", kinds={"pytorch", "dvc"}, deps=[tofu_like_corpus, tokenizer, retain_set],
+          partitions_def=requests_partitions,
           description="The same recipe without the forget subjects: the gold standard of forgetting.")
 def retain_model(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
     return materialize_stage(context, pipeline, "retain_model")

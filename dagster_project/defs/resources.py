@@ -1,4 +1,5 @@
-"""The pipeline resource (where the repo and params live) and the one helper every asset uses."""
+"""The pipeline resource (where the repo and params live), the request partitions, and the one helper
+every asset uses."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ import dagster as dg
 from dagster_project.core.layout import Layout, load_params
 from dagster_project.core.stages import STAGES, run_stage
 from dagster_project.core.tracking.dvc import commit_stage
+
+# one partition per forget request (key = request id = the request file's stem), added by the sensor on
+# data/requests/ or `unlearn requests sync`; corpus, tokenizer and target model are shared, unpartitioned
+requests_partitions = dg.DynamicPartitionsDefinition(name="requests")
 
 
 class PipelineResource(dg.ConfigurableResource):
@@ -27,8 +32,17 @@ class PipelineResource(dg.ConfigurableResource):
     def params(self) -> dict[str, Any]:
         return load_params(self.root_path(), self.params_file)
 
-    def layout(self) -> Layout:
+    def layout(self, request_id: str | None = None) -> Layout:
+        """The layout of request `request_id` (a partition key), or of params.yaml's `request:` without one."""
+        if request_id:
+            return Layout.for_request(self.root_path(), self.params(), request_id)
         return Layout.from_params(self.root_path(), self.params())
+
+
+def request_of(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> str | None:
+    """The request a run serves: its partition key (sensor runs, UI launches, `--tags dagster/partition`)."""
+    run = context.run if isinstance(context, dg.AssetExecutionContext) else context.op_execution_context.run
+    return run.tags.get("dagster/partition")
 
 
 def _publishable(result: dict[str, Any]) -> dict[str, Any]:
@@ -38,16 +52,21 @@ def _publishable(result: dict[str, Any]) -> dict[str, Any]:
 
 def materialize_stage(context: dg.AssetExecutionContext, pipeline: PipelineResource, name: str) -> dg.MaterializeResult:
     """Run the core stage `name`, record its outputs in DVC and publish counts, md5s and timing."""
-    layout, params = pipeline.layout(), pipeline.params()
+    layout, params = pipeline.layout(request_of(context)), pipeline.params()
+    stage = STAGES[name]
     started = time.perf_counter()
     result = run_stage(name, layout, params)
     seconds = time.perf_counter() - started
     context.log.info(f"stage {name} finished in {seconds:.1f}s")
     metadata: dict[str, Any] = {**_publishable(result), "stage_seconds": round(seconds, 2)}
-    paths = [layout.rel(p) for p in STAGES[name].outs(layout)]
+    paths = [layout.rel(p) for p in stage.outs(layout)]
     metadata["paths"] = dg.MetadataValue.json(paths)
     if pipeline.dvc_commit:
-        md5s = commit_stage(layout.root, name)
+        if not stage.shared:  # a request file added since dvc.yaml was written gets its foreach entry first
+            from dagster_project.dvc_yaml import write_or_check
+
+            write_or_check(layout.root, params, check=False)
+        md5s = commit_stage(layout.root, stage.key(layout))
         metadata["dvc_md5"] = dg.MetadataValue.json(md5s)
         for path in paths:
             if path in md5s:

@@ -7,11 +7,11 @@ from dagster_project.core.data.validation import validate_revealed_set, validate
 from dagster_project.core.stages import load_snap_data
 from dagster_project.defs.data import forget_request, forget_set, retain_set
 from dagster_project.defs.models import target_model, tokenizer
-from dagster_project.defs.resources import PipelineResource, materialize_stage
+from dagster_project.defs.resources import PipelineResource, materialize_stage, request_of, requests_partitions
 from dagster_project.defs.validation import check_result
 
 
-@dg.asset(group_name="unlearning", kinds={"python", "dvc"},
+@dg.asset(group_name="unlearning", kinds={"python", "dvc"}, partitions_def=requests_partitions,
           deps=[target_model, tokenizer, forget_set, retain_set, forget_request],
           description="SNAP's negative instructions with obliterated responses and its hard positives (answered by "
                       "θ₀); empty files when the request's method is not SNAP.")
@@ -21,8 +21,8 @@ def snap_data(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> 
 
 @dg.asset_check(asset=snap_data, blocking=True, additional_deps=[forget_set],
                 description="GX: both sets non-empty, no blank text, responses neither gibberish nor leaking a forget value")
-def snap_data_is_valid(pipeline: PipelineResource) -> dg.AssetCheckResult:
-    layout = pipeline.layout()
+def snap_data_is_valid(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource) -> dg.AssetCheckResult:
+    layout = pipeline.layout(request_of(context))
     data = load_snap_data(layout)
     if not data["negative"] and not data["hard_positives"]:
         return dg.AssetCheckResult(passed=True, description="not a SNAP request: nothing to validate")
@@ -30,6 +30,7 @@ def snap_data_is_valid(pipeline: PipelineResource) -> dg.AssetCheckResult:
 
 
 @dg.asset(group_name="unlearning", kinds={"pytorch", "dvc"}, deps=[target_model, tokenizer, forget_set, forget_request],
+          partitions_def=requests_partitions,
           description="Reveal (forget_data: reveal requests): what the target model reveals about the subjects, chosen "
                       "by a NeuralUCB bandit over instruction templates; the relevant, deduplicated responses are the "
                       "forget set. Empty for other requests.")
@@ -39,8 +40,9 @@ def revealed_forget_set(context: dg.AssetExecutionContext, pipeline: PipelineRes
 
 @dg.asset_check(asset=revealed_forget_set, blocking=True,
                 description="GX: non-empty, unique ids and responses, no blank text, relevance at or above the threshold")
-def revealed_forget_set_is_valid(pipeline: PipelineResource) -> dg.AssetCheckResult:
-    layout = pipeline.layout()
+def revealed_forget_set_is_valid(context: dg.AssetCheckExecutionContext,
+                                 pipeline: PipelineResource) -> dg.AssetCheckResult:
+    layout = pipeline.layout(request_of(context))
     manifest = read_json(layout.revealed_dir / "manifest.json")
     if not manifest["built"]:
         return dg.AssetCheckResult(passed=True, description="not a reveal request: nothing to validate")
@@ -48,7 +50,7 @@ def revealed_forget_set_is_valid(pipeline: PipelineResource) -> dg.AssetCheckRes
     return check_result(validate_revealed_set(records, manifest["config"]["relevance_threshold"]))
 
 
-@dg.asset(group_name="unlearning", kinds={"pytorch", "dvc"},
+@dg.asset(group_name="unlearning", kinds={"pytorch", "dvc"}, partitions_def=requests_partitions,
           deps=[target_model, tokenizer, forget_set, retain_set, forget_request],
           description="WAGLE weight attribution for requests with a `wagle` block: one gradient pass at θ₀, the "
                       "packed mask of the top `ratio` weights (full-weight runs) and the LoRA target modules holding "
@@ -57,9 +59,11 @@ def weight_attribution(context: dg.AssetExecutionContext, pipeline: PipelineReso
     return materialize_stage(context, pipeline, "weight_attribution")
 
 
-@dg.asset(group_name="unlearning", kinds={"pytorch", "dvc"},
+@dg.asset(group_name="unlearning", kinds={"pytorch", "dvc"}, partitions_def=requests_partitions,
           deps=[target_model, tokenizer, forget_set, retain_set, forget_request, snap_data, weight_attribution,
                 revealed_forget_set],
+          # one training job at a time (pool limit, .dagster_home/dagster.yaml); a crashed step retries
+          pool="training", retry_policy=dg.RetryPolicy(max_retries=2, delay=10),
           description="Unlearned adapter (mode=lora) or model (mode=full) for the request; for a reveal request the "
                       "merged model of the release rounds, with each round's forget/retain LoRA modules under rounds/.")
 def unlearned_adapter(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:

@@ -6,7 +6,7 @@ from dagster_project.core.data.corpus import load_corpus
 from dagster_project.core.data.io import read_jsonl
 from dagster_project.core.data.validation import CheckOutcome, validate_no_overlap, validate_qa_dataset
 from dagster_project.defs.data import forget_set, retain_set, tofu_like_corpus
-from dagster_project.defs.resources import PipelineResource
+from dagster_project.defs.resources import PipelineResource, request_of
 
 
 def check_result(*outcomes: CheckOutcome) -> dg.AssetCheckResult:
@@ -31,13 +31,14 @@ def corpus_is_valid(pipeline: PipelineResource) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(asset=forget_set, blocking=True, description="GX: schema, non-empty, unique ids, no empty answers")
-def forget_set_is_valid(pipeline: PipelineResource) -> dg.AssetCheckResult:
-    return check_result(validate_qa_dataset(read_jsonl(pipeline.layout().forget_set), "forget_set"))
+def forget_set_is_valid(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource) -> dg.AssetCheckResult:
+    return check_result(validate_qa_dataset(read_jsonl(pipeline.layout(request_of(context)).forget_set), "forget_set"))
 
 
 @dg.asset_check(asset=retain_set, blocking=True, additional_deps=[forget_set],
                 description="GX: retain set valid and disjoint from the forget set (subjects and exact questions)")
-def retain_set_is_valid_and_disjoint(pipeline: PipelineResource) -> dg.AssetCheckResult:
-    layout = pipeline.layout()
+def retain_set_is_valid_and_disjoint(context: dg.AssetCheckExecutionContext,
+                                     pipeline: PipelineResource) -> dg.AssetCheckResult:
+    layout = pipeline.layout(request_of(context))
     forget, retain = read_jsonl(layout.forget_set), read_jsonl(layout.retain_set)
     return check_result(validate_qa_dataset(retain, "retain_set"), validate_no_overlap(forget, retain))

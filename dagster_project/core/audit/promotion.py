@@ -48,11 +48,6 @@ def requests_in_force(root: Path, name: str) -> list[dict[str, Any]]:
     return json.loads(registry.model_tag(root, name, IN_FORCE_TAG, "[]"))
 
 
-def request_layout(root: Path, params: dict[str, Any], request_id: str) -> Layout:
-    """The artifact layout of any request (its files are keyed by its id), not only params.yaml's."""
-    return Layout(root=root.resolve(), request_file=f"{params['requests_dir']}/{request_id}.yaml")
-
-
 def recheck(root: Path, params: dict[str, Any], version: registry.VersionInfo,
             entries: list[dict[str, Any]]) -> dict[str, tuple[dict[str, float], dict[str, float]]]:
     """The version's model re-evaluated on each request in `entries`: request id -> (metrics now, then)."""
@@ -62,7 +57,7 @@ def recheck(root: Path, params: dict[str, Any], version: registry.VersionInfo,
         return {}
     with tempfile.TemporaryDirectory(prefix="unlearn-recheck-") as tmp:
         model_dir = registry.download_model_version(root, f"models:/{version.name}/{version.version}", Path(tmp))
-        return {entry["request_id"]: (evaluate_for_request(request_layout(root, params, entry["request_id"]), params,
+        return {entry["request_id"]: (evaluate_for_request(Layout.for_request(root, params, entry["request_id"]), params,
                                                            model_dir), entry["metrics"])
                 for entry in entries}
 

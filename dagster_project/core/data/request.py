@@ -181,6 +181,28 @@ def write_request(request: ForgetRequest, requests_dir: Path = DEFAULT_REQUESTS_
 # --------------------------------------------------------------------------------------------- loading
 
 
+def scan_requests(requests_dir: Path) -> tuple[list[str], dict[str, str]]:
+    """Every request file in `requests_dir`: (ids of the valid ones, sorted; file name -> error for the rest).
+
+    Valid = :func:`load_request` accepts it and its id equals the file's stem (artifacts are keyed by it).
+    Errors name fields, never values, so they can go to logs and the Dagster UI."""
+    valid, invalid = [], {}
+    for path in sorted(Path(requests_dir).iterdir()) if Path(requests_dir).is_dir() else []:
+        if path.name.startswith(".") or path.is_dir():
+            continue
+        try:
+            request = load_request(path, requests_dir)
+        except RequestError as error:
+            invalid[path.name] = str(error)
+            continue
+        if request.id != path.stem:
+            invalid[path.name] = f"request {path.name}: field 'id' must equal the file name stem {path.stem!r}"
+        else:
+            valid.append(request.id)
+    return valid, invalid
+
+
+
 def load_request(path: Path, requests_dir: Path = DEFAULT_REQUESTS_DIR) -> ForgetRequest:
     """Read, parse and validate one forget request; every failure is a :class:`RequestError`.
 
