@@ -17,6 +17,8 @@
     unlearn compliance               re-check the champion on every request in force (exit 1 on regression)
     unlearn audit verify models:/tofu-tiny-llama@champion
                                      re-hash every artifact from DVC, check MLflow, re-run the evaluation
+    unlearn audit reproduce models:/tofu-tiny-llama/6
+                                     rebuild the version from scratch with dvc repro, compare md5s and metrics
 """
 
 from __future__ import annotations
@@ -309,12 +311,12 @@ def cmd_compliance(args: argparse.Namespace) -> int:
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from dagster_project.core.audit.manifest import verify
 
-    report = verify(Path(args.root).resolve(), args.uri, rerun=not args.no_rerun)
-    if args.json:
-        print(json.dumps({"uri": report.uri, "passed": report.passed,
-                          "checks": [{"check": c, "ok": ok, "detail": d} for c, ok, d in report.checks]}, indent=2))
-    else:
-        print(report.render())
+    return _print_report(verify(Path(args.root).resolve(), args.uri, rerun=not args.no_rerun), args.json)
+
+
+def _print_report(report, as_json: bool) -> int:
+    """An audit report as lines (or JSON); the exit code: 0 when every check passed."""
+    print(json.dumps(report.to_dict(), indent=2) if as_json else report.render())
     return 0 if report.passed else 1
 
 
@@ -322,6 +324,14 @@ def _with_json(command: argparse.ArgumentParser, func) -> None:
     """The command runs `func` and takes --json, as every reporting command does."""
     command.add_argument("--json", action="store_true", help="print machine-readable JSON")
     command.set_defaults(func=func)
+
+
+def cmd_audit_reproduce(args: argparse.Namespace) -> int:
+    from dagster_project.core.audit.reproduce import reproduce
+    from dagster_project.dvc_yaml import write_or_check
+
+    report = reproduce(Path(args.root).resolve(), args.uri, lambda root, params: write_or_check(root, params, check=False))
+    return _print_report(report, args.json)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -396,6 +406,10 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("uri", help="models:/<name>@<alias> or models:/<name>/<version>")
     verify.add_argument("--no-rerun", action="store_true", help="hashes and tags only, skip re-running the evaluation")
     _with_json(verify, cmd_audit_verify)
+    reproduce = audit.add_parser("reproduce", help="re-create a version from scratch in a temporary store with "
+                                 "`dvc repro` (from its manifest's params and request) and compare every md5 and metric")
+    reproduce.add_argument("uri", help="models:/<name>@<alias> or models:/<name>/<version>")
+    _with_json(reproduce, cmd_audit_reproduce)
     return parser
 
 

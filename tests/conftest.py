@@ -9,9 +9,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# DVC attaches its log handler to the streams current when `dvc` is first imported; import it before any
+# test's capsys swaps them, or a later test's DVC log line hits that test's closed capture
+import dvc.repo  # noqa: F401, E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -14,6 +14,7 @@ from dagster_project.cli import main as cli_main
 from dagster_project.core.audit.gates import Gates, check_gates, load_gates
 from dagster_project.core.data.io import read_json, read_jsonl
 from dagster_project.core.data.corpus import CorpusConfig, generate_corpus
+from dagster_project.core.layout import Layout, load_params
 from dagster_project.defs.resources import PipelineResource
 from dagster_project.defs.sensors import new_request_files
 
@@ -169,3 +170,51 @@ def test_promotion_gates_compliance_and_audit_over_two_requests(tmp_path: Path, 
     stored = b"".join(p.read_bytes() for p in (root / ".mlflow").rglob("*") if p.is_file())
     assert answers and not [a for a in answers if a.encode() in stored]
     assert not [n for n in names if n.encode() in stored]
+
+
+@pytest.mark.e2e
+def test_a_run_killed_during_training_reruns_to_exactly_one_version(micro_root: Path, one_thread,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    """SIGKILL in the middle of the unlearning step, then the same request again: the finished assets are
+    not recomputed (models come from their content-hash cache), one version is registered, aliases agree."""
+    import signal
+    import subprocess
+    import sys
+
+    from mlflow import MlflowClient
+
+    from dagster_project.core.tracking.dvc import status
+    from dagster_project.core.tracking.mlflow_registry import tracking_uri
+
+    params = yaml.safe_load((micro_root / "params.yaml").read_text())
+    params["unlearn"]["graddiff"]["steps"] = 400  # long enough to be killed mid-way, short enough to rerun
+    (micro_root / "params.yaml").write_text(yaml.safe_dump(params))
+    script = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); from pathlib import Path; "
+              f"from conftest import materialize_request; materialize_request(Path({str(micro_root)!r}), 'micro')")
+    process = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    for line in process.stderr:  # tqdm draws the training bar on stderr as soon as the step trains
+        if "unlearn graddiff/lora" in line:
+            break
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    layout = Layout.from_params(micro_root, load_params(micro_root))
+    assert layout.target_model_dir.exists() and not layout.registry_record.exists()  # killed between the two
+
+    rerun = materialize_request(micro_root, "micro")
+    assert rerun.success
+    capsys.readouterr()
+    for model in ("target_model", "retain_model"):  # finished before the kill: read back, not retrained
+        assert rerun.asset_materializations_for_node(model)[0].metadata["cached"].value is True
+    client = MlflowClient(tracking_uri=tracking_uri(micro_root), registry_uri=tracking_uri(micro_root))
+    assert [str(v.version) for v in client.search_model_versions("name='micro-model'")] == ["1"]
+    assert {alias: str(v) for alias, v in client.get_registered_model("micro-model").aliases.items()} == {"candidate": "1"}
+    assert read_json(layout.registry_record)["version"] == "1"
+    assert status(micro_root) == {}  # dvc.lock agrees with the workspace
+
+    # the version re-created from scratch by `dvc repro` in an empty store matches it byte for byte
+    assert cli_main(["--root", str(micro_root), "audit", "reproduce", "models:/micro-model/1", "--json"]) == 0
+    reproduced = json.loads(capsys.readouterr().out)
+    rebuilt = {c["check"] for c in reproduced["checks"] if c["ok"]}
+    assert {"rebuilt target_model has the version's md5", "rebuilt unlearned_adapter has the version's md5",
+            "rebuilt request has the version's md5"} <= rebuilt and reproduced["passed"]

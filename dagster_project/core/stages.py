@@ -459,6 +459,7 @@ def git_commit(root: Path) -> str:
 
 # label -> (stage, path): every DVC-versioned input and output of a registered version, for its audit trail
 AUDITED = {
+    "request": ("forget_request", lambda l: l.request_json),
     "corpus": ("tofu_like_corpus", lambda l: l.corpus_dir),
     "forget_set": ("forget_set", lambda l: l.forget_set), "retain_set": ("retain_set", lambda l: l.retain_set),
     "target_model": ("target_model", lambda l: l.target_model_dir),
@@ -528,7 +529,8 @@ def run_registered_model(layout: Layout, params: dict[str, Any]) -> dict[str, An
         "counts": {"forget_records": len(forget), "forget_subjects": len({r["person_id"] for r in forget})},
         "artifacts": md5s, "validation": _validation_results(layout), "metrics": candidate_metrics,
         "wagle_mask_sha256": wagle.get("mask_sha256"), "hyperparameters": hyperparameters, "seeds": seeds,
-        "eval": params["eval"], "git_commit": git_commit(layout.root), "environment_sha256": environment_hash(),
+        "eval": params["eval"], "params": {k: v for k, v in params.items() if k != "request"},
+        "git_commit": git_commit(layout.root), "environment_sha256": environment_hash(),
     }
     # idempotent: the same request, artifacts, settings and metrics as an existing version re-use that version
     registration_key = fingerprint({k: manifest[k] for k in ("request", "artifacts", "metrics", "hyperparameters",

@@ -14,7 +14,9 @@ from dagster_project.defs.resources import PipelineResource, request_of, request
 
 
 @dg.asset(group_name="registry", kinds={"mlflow"}, deps=[registered_model], partitions_def=requests_partitions,
-          check_specs=[dg.AssetCheckSpec("promotion_gates_passed", asset="champion")],
+          check_specs=[dg.AssetCheckSpec("promotion_gates_passed", asset="champion",
+                                        description="Every promotion gate passed and the alias moved; a failure "
+                                                    "lists each failed gate with its value and bound.")],
           description="Alias `champion` moved to this request's registered version when every promotion gate passes "
                       "(params.yaml `promotion:`; earlier requests in force must stay forgotten).")
 def champion(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
@@ -31,7 +33,9 @@ def champion(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> d
 
 
 @dg.asset(group_name="compliance", kinds={"mlflow"},
-          check_specs=[dg.AssetCheckSpec("champion_still_forgets", asset="champion_compliance")],
+          check_specs=[dg.AssetCheckSpec("champion_still_forgets", asset="champion_compliance",
+                                        description="No request in force is recalled by the champion beyond "
+                                                    "params.yaml promotion.regression_tolerance.")],
           description="The champion re-evaluated on every request in force (forget set, paraphrase probe, relearning "
                       "attack); logged to MLflow experiment `compliance`, tag compliance=passed|failed on the version.")
 def champion_compliance(context: dg.AssetExecutionContext, pipeline: PipelineResource):

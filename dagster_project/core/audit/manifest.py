@@ -97,6 +97,10 @@ class VerifyReport:
     def passed(self) -> bool:
         return bool(self.checks) and all(ok for _, ok, _ in self.checks)
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"uri": self.uri, "passed": self.passed,
+                "checks": [{"check": c, "ok": ok, "detail": d} for c, ok, d in self.checks]}
+
     def render(self) -> str:
         lines = [f"audit verify {self.uri}"]
         lines += [f"  [{'ok' if ok else 'FAIL'}] {what}" + (f": {detail}" if detail else "") for what, ok, detail in self.checks]
@@ -105,7 +109,7 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-def _cache_object(root: Path, md5: str) -> Path:
+def cache_object(root: Path, md5: str) -> Path:
     digest = md5.removesuffix(".dir")
     return root / ".dvc" / "cache" / "files" / "md5" / digest[:2] / (digest[2:] + (".dir" if md5.endswith(".dir") else ""))
 
@@ -113,7 +117,7 @@ def _cache_object(root: Path, md5: str) -> Path:
 def rehash_object(root: Path, md5: str) -> list[str]:
     """Problems re-hashing DVC object `md5` from the cache (a file, or a folder's listing and every file in
     it); [] when every byte hashes to what DVC recorded."""
-    path = _cache_object(root, md5)
+    path = cache_object(root, md5)
     if not path.is_file():
         return [f"{md5} not in the DVC cache"]
     if md5_file(path) != md5.removesuffix(".dir"):
@@ -129,7 +133,7 @@ def rehash_object(root: Path, md5: str) -> list[str]:
 def checkout_object(root: Path, md5: str, dst: Path) -> Path:
     """Materialise DVC object `md5` (file or folder) at `dst` from the cache."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    path = _cache_object(root, md5)
+    path = cache_object(root, md5)
     if not md5.endswith(".dir"):
         shutil.copyfile(path, dst)
         return dst
@@ -138,11 +142,26 @@ def checkout_object(root: Path, md5: str, dst: Path) -> Path:
     return dst
 
 
-def _difference(a: float, b: float) -> float:
+def metric_difference(a: float, b: float) -> float:
     """|a − b|, 0 when both are NaN (a metric undefined both times agrees), inf when only one is."""
     if math.isnan(a) or math.isnan(b):
         return 0.0 if math.isnan(a) and math.isnan(b) else math.inf
     return abs(a - b)
+
+
+def fetch_manifest(root: Path, info: Any, work: Path, report: VerifyReport) -> dict[str, Any] | None:
+    """The version's audit manifest from its MLflow run, checked against the version's SHA-256 tag and the
+    format (both recorded in `report`); None when the hash disagrees (nothing in it can be trusted)."""
+    from dagster_project.core.tracking import mlflow_registry as registry
+
+    manifest_path = registry.download_run_file(root, info.run_id, f"audit/{MANIFEST_FILE}", work / "mlflow")
+    sha = manifest_sha256(manifest_path)
+    if not report.add("manifest hash matches the version tag", sha == info.tags.get("audit_manifest_sha256"),
+                      f"sha256 {sha[:16]}"):
+        return None
+    manifest = json.loads(manifest_path.read_text())
+    report.add("manifest format", manifest.get("format") == MANIFEST_FORMAT, str(manifest.get("format")))
+    return manifest
 
 
 def verify(root: Path, uri: str, rerun: bool = True) -> VerifyReport:
@@ -156,13 +175,9 @@ def verify(root: Path, uri: str, rerun: bool = True) -> VerifyReport:
     info = registry.resolve_version(root, uri)
     with tempfile.TemporaryDirectory(prefix="unlearn-audit-") as tmp:
         work = Path(tmp)
-        manifest_path = registry.download_run_file(root, info.run_id, f"audit/{MANIFEST_FILE}", work / "mlflow")
-        sha = manifest_sha256(manifest_path)
-        if not report.add("manifest hash matches the version tag", sha == info.tags.get("audit_manifest_sha256"),
-                          f"sha256 {sha[:16]}"):
+        manifest = fetch_manifest(root, info, work, report)
+        if manifest is None:
             return report
-        manifest = json.loads(manifest_path.read_text())
-        report.add("manifest format", manifest.get("format") == MANIFEST_FORMAT, str(manifest.get("format")))
         tag_md5s = {k.removeprefix("dvc_md5."): v for k, v in info.tags.items() if k.startswith("dvc_md5.")}
         disagree = sorted(k for k, v in manifest["artifacts"].items() if k in tag_md5s and tag_md5s[k] != v)
         report.add("MLflow md5 tags agree with the manifest", not disagree, ", ".join(disagree))
@@ -171,15 +186,16 @@ def verify(root: Path, uri: str, rerun: bool = True) -> VerifyReport:
                      and abs(manifest["metrics"][k] - v) > 1e-5 * max(1.0, abs(v)))
         report.add("MLflow metric tags agree with the manifest", not off, ", ".join(off))
         report.add("git commit tag agrees", info.tags.get("git_commit") == manifest["git_commit"], manifest["git_commit"][:12])
-        missing = [md5 for md5 in manifest["artifacts"].values() if not _cache_object(root, md5).is_file()]
+        missing = [md5 for md5 in manifest["artifacts"].values() if not cache_object(root, md5).is_file()]
         if missing:
             fetch(root)  # from the DVC remote
         for label, md5 in sorted(manifest["artifacts"].items()):
             problems = rehash_object(root, md5)
             report.add(f"re-hash {label} from DVC", not problems, "; ".join(problems[:3]) or md5)
-        model_dir = registry.download_model_version(root, f"models:/{info.name}/{info.version}", work / "registered")
+        model_dir = registry.download_model_version(root, f"models:/{info.name}/{info.version}", work / "registered",
+                                                    rebase=False)
         mlflow_md5 = {p.relative_to(model_dir).as_posix(): md5_file(p) for p in model_dir.rglob("*") if p.is_file()}
-        dvc_entries = {e["relpath"]: e["md5"] for e in json.loads(_cache_object(root, manifest["artifacts"]["unlearned_adapter"]).read_text())}
+        dvc_entries = {e["relpath"]: e["md5"] for e in json.loads(cache_object(root, manifest["artifacts"]["unlearned_adapter"]).read_text())}
         report.add("MLflow model artifact is the DVC-versioned adapter byte for byte", mlflow_md5 == dvc_entries,
                    f"{len(dvc_entries)} files")
         if not rerun or not report.passed:
@@ -195,7 +211,7 @@ def verify(root: Path, uri: str, rerun: bool = True) -> VerifyReport:
             config = json.loads(adapter_config.read_text())
             adapter_config.write_text(json.dumps({**config, "base_model_name_or_path": str(layout.target_model_dir)}))
         metrics = evaluate_for_request(layout, {"eval": manifest["eval"]}, layout.unlearned_dir, use_cache=False)
-        worst = max((_difference(metrics[k], v), k) for k, v in manifest["metrics"].items() if k in metrics)
+        worst = max((metric_difference(metrics[k], v), k) for k, v in manifest["metrics"].items() if k in metrics)
         report.add(f"re-run evaluation matches the recorded metrics (|Δ| ≤ {METRIC_TOLERANCE:g})",
                    worst[0] <= METRIC_TOLERANCE, f"largest |Δ| {worst[0]:.2g} ({worst[1]}) over {len(manifest['metrics'])} metrics")
     return report

@@ -32,13 +32,20 @@ def resolve_model_dir(spec: str, root: Path) -> Path:
     return path
 
 
+def adapter_base_dir(adapter_dir: Path) -> Path:
+    """The base model folder an adapter names: relative to the adapter folder (this pipeline's adapters,
+    see runner.make_adapter_portable) or absolute (adapters from elsewhere)."""
+    base = Path(json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"])
+    return base if base.is_absolute() else (adapter_dir / base).resolve()
+
+
 def load_for_eval(model_dir: Path) -> tuple[torch.nn.Module, PreTrainedTokenizerFast]:
     """A model folder as is; an adapter folder merged into the base model its adapter_config names."""
     adapter_config = model_dir / "adapter_config.json"
     if adapter_config.exists():
         from peft import PeftModel
 
-        base_dir = Path(json.loads(adapter_config.read_text())["base_model_name_or_path"])
+        base_dir = adapter_base_dir(model_dir)
         if not base_dir.is_dir():
             raise FileNotFoundError(f"adapter {model_dir}: its base model folder {base_dir} does not exist here")
         model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), model_dir).merge_and_unload()

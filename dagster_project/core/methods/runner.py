@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import random
 import time
 from collections.abc import Sequence
@@ -151,7 +152,7 @@ def run_unlearning(
         del model._unlearn_reference
     model.save_pretrained(out_dir)
     if mode == "lora":
-        sort_adapter_target_modules(out_dir / "adapter_config.json")
+        make_adapter_portable(out_dir, model_dir)
     else:
         tokenizer.save_pretrained(out_dir)  # a full model folder is self-contained, like the target's
     return {
@@ -188,9 +189,15 @@ def frozen_elements(
     return pairs
 
 
-def sort_adapter_target_modules(config_path: Path) -> None:
-    """peft writes `target_modules` from a set, in hash-seed order; sort it so the adapter's md5 is stable."""
+def make_adapter_portable(adapter_dir: Path, base_dir: Path) -> None:
+    """Make a saved peft adapter folder hash the same wherever it is built: `target_modules` sorted (peft
+    writes them from a set, in hash-seed order), the base model named by its path *relative to the adapter
+    folder* (peft writes the absolute one, which also leaks the host's paths), and peft's stub README.md,
+    which repeats that absolute path, removed (the version's model card is in its audit files)."""
+    config_path = adapter_dir / "adapter_config.json"
     config = json.loads(config_path.read_text())
     if isinstance(config.get("target_modules"), list):
         config["target_modules"] = sorted(config["target_modules"])
-        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    config["base_model_name_or_path"] = os.path.relpath(base_dir.resolve(), adapter_dir.resolve())
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    (adapter_dir / "README.md").unlink(missing_ok=True)

@@ -30,7 +30,7 @@ from dagster_project.core.methods.runner import (
     LORA_TARGETS,
     BatchSampler,
     pick_device,
-    sort_adapter_target_modules,
+    make_adapter_portable,
     training_pairs,
 )
 from dagster_project.core.model.text import batch_nll, collate_pairs, sequence_logprob
@@ -160,7 +160,7 @@ def release(target_dir: Path, tokenizer: PreTrainedTokenizerFast, subjects: Sequ
         round_dir = out_dir / "rounds" / f"round-{round_}"
         peft_model.save_pretrained(round_dir)  # non-default adapter names: round_dir/forget/, round_dir/retain/
         for name in (FORGET, RETAIN):
-            sort_adapter_target_modules(round_dir / name / "adapter_config.json")
+            make_adapter_portable(round_dir / name, target_dir)
         write_jsonl(data_dir / f"round-{round_}" / "revealed.jsonl", revealed.records)
         write_jsonl(data_dir / f"round-{round_}" / "reveal_log.jsonl", revealed.log)
         rounds.append({"round": round_, **revealed.summary(), **{f"final_{k}": v for k, v in logs.items()}})

@@ -176,13 +176,28 @@ def champion_version(root: Path, name: str) -> VersionInfo | None:
         raise
 
 
-def download_model_version(root: Path, uri: str, dst: Path | None = None) -> Path:
-    """Fetch the files of `models:/<name>@<alias>` or `models:/<name>/<version>` from this root's registry."""
+def download_model_version(root: Path, uri: str, dst: Path | None = None, rebase: bool = True) -> Path:
+    """Fetch the files of `models:/<name>@<alias>` or `models:/<name>/<version>` from this root's registry.
+
+    A LoRA adapter names its base model relative to where the pipeline built it (assets/unlearned/<request>);
+    `rebase` points the downloaded copy's config at that base model in this root, so it loads from anywhere
+    (`rebase=False`: the bytes exactly as registered, for audits)."""
+    import json
     import tempfile
+
+    from dagster_project.core.layout import Layout
 
     version = resolve_version(root, uri)
     target = dst or Path(tempfile.mkdtemp(prefix="unlearn-model-"))
-    return Path(_client(root).download_artifacts(version.run_id, "model", str(target)))
+    model_dir = Path(_client(root).download_artifacts(version.run_id, "model", str(target)))
+    config_path = model_dir / "adapter_config.json"
+    if rebase and config_path.exists():
+        config = json.loads(config_path.read_text())
+        if not Path(config["base_model_name_or_path"]).is_absolute():
+            built_at = Layout(root=root, request_file=f"requests/{version.tags['request_id']}.yaml").unlearned_dir
+            config["base_model_name_or_path"] = str((built_at / config["base_model_name_or_path"]).resolve())
+            config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return model_dir
 
 
 def download_run_file(root: Path, run_id: str, artifact_path: str, dst: Path) -> Path:
