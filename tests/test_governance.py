@@ -170,6 +170,10 @@ def test_promotion_gates_compliance_and_audit_over_two_requests(tmp_path: Path, 
     stored = b"".join(p.read_bytes() for p in (root / ".mlflow").rglob("*") if p.is_file())
     assert answers and not [a for a in answers if a.encode() in stored]
     assert not [n for n in names if n.encode() in stored]
+    # nor in the Dagster event log of any run above (log lines, metadata, check descriptions)
+    events = "".join(str(event) for run in instance.get_runs() for event in instance.all_logs(run.run_id))
+    assert len(instance.get_runs()) >= 5 and "ASSET_MATERIALIZATION" in events
+    assert not [a for a in answers if a in events] and not [n for n in names if n in events]
 
 
 @pytest.mark.e2e

@@ -26,7 +26,7 @@ from dagster_project.core.data.request import ForgetRequest, load_request, reque
 from dagster_project.core.layout import Layout
 
 # bump when the code behind a content-hash cache changes what it would produce
-MODEL_CACHE_VERSION = "1"  # tiny-Llama training
+MODEL_CACHE_VERSION = "2"  # tiny-Llama training (2: tokenizer_config.json without load-time flags)
 SCORES_CACHE_VERSION = "4"  # model scoring for evaluation
 ATTRIBUTION_CACHE_VERSION = "1"  # WAGLE masks
 SNAP_DATA_CACHE_VERSION = "1"  # SNAP's negative instructions and hard positives

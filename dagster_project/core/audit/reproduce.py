@@ -22,7 +22,13 @@ from typing import Any
 
 import yaml
 
-from dagster_project.core.audit.manifest import METRIC_TOLERANCE, VerifyReport, cache_object, metric_difference, fetch_manifest
+from dagster_project.core.audit.manifest import (
+    METRIC_TOLERANCE,
+    VerifyReport,
+    cache_object,
+    fetch_manifest,
+    metric_difference,
+)
 
 
 def reproduce(root: Path, uri: str, write_dvc_yaml: Callable[[Path, dict[str, Any]], Any]) -> VerifyReport:
@@ -67,9 +73,19 @@ def reproduce(root: Path, uri: str, write_dvc_yaml: Callable[[Path, dict[str, An
             if recorded in (None, "uncommitted"):
                 continue
             rebuilt = locked_outs(store, STAGES[stage].key(layout)).get(layout.rel(path(layout)), "missing")
-            report.add(f"rebuilt {label} has the version's md5", rebuilt == recorded, rebuilt)
+            report.add(f"rebuilt {label} has the version's md5", rebuilt == recorded,
+                       rebuilt if rebuilt == recorded else f"{rebuilt}; {_differing_files(root, recorded, store, rebuilt)}")
         metrics = json.loads((layout.eval_dir / "report.json").read_text())["models"]["unlearned"]["metrics"]
         worst = max((metric_difference(metrics[k], v), k) for k, v in manifest["metrics"].items() if k in metrics)
         report.add(f"rebuilt metrics match the version's (|Δ| ≤ {METRIC_TOLERANCE:g})", worst[0] <= METRIC_TOLERANCE,
                    f"largest |Δ| {worst[0]:.2g} ({worst[1]})")
     return report
+
+
+def _differing_files(root: Path, recorded: str, store: Path, rebuilt: str) -> str:
+    """Which files of a folder artifact differ between the version (`root`'s DVC cache) and the rebuild."""
+    if not (recorded.endswith(".dir") and rebuilt.endswith(".dir")) or not cache_object(root, recorded).is_file():
+        return "not comparable file by file"
+    listing = {e["relpath"]: e["md5"] for e in json.loads(cache_object(root, recorded).read_text())}
+    again = {e["relpath"]: e["md5"] for e in json.loads(cache_object(store, rebuilt).read_text())}
+    return "differing files: " + ", ".join(sorted(f for f in listing.keys() | again.keys() if listing.get(f) != again.get(f)))

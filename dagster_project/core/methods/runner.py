@@ -22,7 +22,7 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 from dagster_project.core.methods.base import MethodConfig
 from dagster_project.core.methods.registry import get_method
 from dagster_project.core.model.text import collate_pairs
-from dagster_project.core.model.tiny_llama import cosine_lr
+from dagster_project.core.model.tiny_llama import cosine_lr, save_tokenizer
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 MODES = ("lora", "full")
@@ -154,7 +154,7 @@ def run_unlearning(
     if mode == "lora":
         make_adapter_portable(out_dir, model_dir)
     else:
-        tokenizer.save_pretrained(out_dir)  # a full model folder is self-contained, like the target's
+        save_tokenizer(tokenizer, out_dir)  # a full model folder is self-contained, like the target's
     return {
         "method": method_name,
         "mode": mode,

@@ -10,6 +10,7 @@ their training data.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Sequence
@@ -41,12 +42,26 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int, out_dir: Path) -> Pre
     bpe.train_from_iterator(texts, trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer.save_pretrained(out_dir)
+    save_tokenizer(tokenizer, out_dir)
     return tokenizer
 
 
 def load_tokenizer(path: Path) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast.from_pretrained(path)
+
+
+# how the tokenizer was *loaded* (HF_HUB_OFFLINE sets local_files_only), not what it is: transformers writes
+# them into tokenizer_config.json, so the same tokenizer would hash differently from one shell to the next
+LOAD_TIME_KEYS = ("is_local", "local_files_only")
+
+
+def save_tokenizer(tokenizer: PreTrainedTokenizerFast, out_dir: Path) -> None:
+    """`tokenizer.save_pretrained(out_dir)` with the load-time flags left out of tokenizer_config.json."""
+    tokenizer.save_pretrained(out_dir)
+    config_path = Path(out_dir) / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({k: v for k, v in config.items() if k not in LOAD_TIME_KEYS}, indent=2,
+                                      sort_keys=True) + "\n")
 
 
 @dataclass(frozen=True)
@@ -163,7 +178,7 @@ def train_model(
     model.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+    save_tokenizer(tokenizer, out_dir)
     return {
         "final_loss": loss_value,
         "train_seconds": time.perf_counter() - started,

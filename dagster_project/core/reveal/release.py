@@ -34,6 +34,7 @@ from dagster_project.core.methods.runner import (
     training_pairs,
 )
 from dagster_project.core.model.text import batch_nll, collate_pairs, sequence_logprob
+from dagster_project.core.model.tiny_llama import save_tokenizer
 from dagster_project.core.reveal.reveal import RevealConfig, RevealResult, reveal
 from dagster_project.core.reveal.scoring import Encoder
 
@@ -166,7 +167,7 @@ def release(target_dir: Path, tokenizer: PreTrainedTokenizerFast, subjects: Sequ
         rounds.append({"round": round_, **revealed.summary(), **{f"final_{k}": v for k, v in logs.items()}})
         model = peft_model.merge_and_unload()
     model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+    save_tokenizer(tokenizer, out_dir)
     result = {"method": method, "objective": objective, "rounds_done": len(rounds), "stopped": stopped, "rounds": rounds,
               "config": asdict(config), "device": device.type, "seconds": time.perf_counter() - started}
     write_json(out_dir / "release_manifest.json", {k: v for k, v in result.items() if k != "seconds"})
