@@ -180,10 +180,14 @@ def test_promotion_gates_compliance_and_audit_over_two_requests(tmp_path: Path, 
 def test_a_run_killed_during_training_reruns_to_exactly_one_version(micro_root: Path, one_thread,
                                                                     capsys: pytest.CaptureFixture) -> None:
     """SIGKILL in the middle of the unlearning step, then the same request again: the finished assets are
-    not recomputed (models come from their content-hash cache), one version is registered, aliases agree."""
+    not recomputed (models come from their content-hash cache), training resumes from its last checkpoint,
+    one version is registered, aliases agree, and the resumed adapter is the one a fresh rebuild makes."""
     import signal
     import subprocess
     import sys
+    import time
+
+    import torch
 
     from mlflow import MlflowClient
 
@@ -192,24 +196,34 @@ def test_a_run_killed_during_training_reruns_to_exactly_one_version(micro_root: 
 
     params = yaml.safe_load((micro_root / "params.yaml").read_text())
     params["unlearn"]["graddiff"]["steps"] = 400  # long enough to be killed mid-way, short enough to rerun
+    params["checkpoint"] = {"every_steps": 25}
     (micro_root / "params.yaml").write_text(yaml.safe_dump(params))
+    layout = Layout.from_params(micro_root, load_params(micro_root))
+    checkpoint = layout.cache_dir / "checkpoints" / "micro.pt"
     script = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); from pathlib import Path; "
               f"from conftest import materialize_request; materialize_request(Path({str(micro_root)!r}), 'micro')")
     process = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
     for line in process.stderr:  # tqdm draws the training bar on stderr as soon as the step trains
         if "unlearn graddiff/lora" in line:
             break
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and time.monotonic() < deadline:  # a first checkpoint, then the kill
+        time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL
-    layout = Layout.from_params(micro_root, load_params(micro_root))
     assert layout.target_model_dir.exists() and not layout.registry_record.exists()  # killed between the two
+    saved_at = torch.load(checkpoint, weights_only=True)["steps_done"]
+    assert saved_at % 25 == 0 and 0 < saved_at < 400
 
     rerun = materialize_request(micro_root, "micro")
     assert rerun.success
     capsys.readouterr()
     for model in ("target_model", "retain_model"):  # finished before the kill: read back, not retrained
         assert rerun.asset_materializations_for_node(model)[0].metadata["cached"].value is True
+    resumed = rerun.asset_materializations_for_node("unlearned_adapter")[0].metadata
+    assert resumed["resumed_from_step"].value == saved_at and resumed["steps_done"].value == 400
+    assert not checkpoint.exists()
     client = MlflowClient(tracking_uri=tracking_uri(micro_root), registry_uri=tracking_uri(micro_root))
     assert [str(v.version) for v in client.search_model_versions("name='micro-model'")] == ["1"]
     assert {alias: str(v) for alias, v in client.get_registered_model("micro-model").aliases.items()} == {"candidate": "1"}

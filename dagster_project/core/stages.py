@@ -30,12 +30,14 @@ MODEL_CACHE_VERSION = "2"  # tiny-Llama training (2: tokenizer_config.json witho
 SCORES_CACHE_VERSION = "4"  # model scoring for evaluation
 ATTRIBUTION_CACHE_VERSION = "1"  # WAGLE masks
 SNAP_DATA_CACHE_VERSION = "1"  # SNAP's negative instructions and hard positives
-WALL_CLOCK_KEYS = ("seconds", "train_seconds")  # reported as metadata, never written into versioned files
+CHECKPOINT_VERSION = "1"  # the unlearning step's training checkpoints (what a resumed run restores)
+# how a run went (timings, a resumption after a kill): reported as metadata, never written into versioned files
+RUN_HISTORY_KEYS = ("seconds", "train_seconds", "resumed_from_step")
 
 
-def without_wall_clock(result: dict[str, Any]) -> dict[str, Any]:
-    """The result minus timings: files under assets/ must hash the same on every re-run."""
-    return {k: v for k, v in result.items() if k not in WALL_CLOCK_KEYS}
+def without_run_history(result: dict[str, Any]) -> dict[str, Any]:
+    """The result minus timings and resumption: files under assets/ must hash the same on every re-run."""
+    return {k: v for k, v in result.items() if k not in RUN_HISTORY_KEYS}
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,7 @@ def _train_cached(layout: Layout, params: dict[str, Any], records: list[dict], o
     if manifest_path.exists() and (out_dir / "model.safetensors").exists() and read_json(manifest_path)["cache_key"] == key:
         return {**read_json(manifest_path), "cached": True}
     result = train_model(load_tokenizer(layout.tokenizer_dir), examples, model_config, train_config, out_dir, desc=desc)
-    write_json(manifest_path, {"cache_key": key, **without_wall_clock(result)})
+    write_json(manifest_path, {"cache_key": key, **without_run_history(result)})
     return {"cache_key": key, **result, "cached": False}
 
 
@@ -341,7 +343,7 @@ def load_snap_data(layout: Layout) -> dict[str, list[dict]]:
 
 
 def run_unlearned(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
-    from dagster_project.core.methods.runner import run_unlearning
+    from dagster_project.core.methods.runner import Checkpointing, run_unlearning
     from dagster_project.core.model.tiny_llama import load_tokenizer
 
     request = _request(layout)
@@ -350,13 +352,21 @@ def run_unlearned(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
     if request.forget_data == "reveal":
         return _run_release(layout, params, request)
     write_json(layout.release_rounds_dir / "manifest.json", {"built": False})
-    result = run_unlearning(
-        layout.target_model_dir, load_tokenizer(layout.tokenizer_dir), read_jsonl(layout.forget_set),
-        unlearning_retain_records(layout), request.method, request.mode, unlearning_hyperparameters(request, params),
-        layout.unlearned_dir, method_data=load_snap_data(layout) if request.method == "snap" else None,
-        **(wagle_inputs(layout.attribution_dir, request.mode) if request.wagle else {}),
-    )
-    write_json(layout.unlearned_dir / "unlearn_manifest.json", without_wall_clock(result))
+    forget, retain = read_jsonl(layout.forget_set), unlearning_retain_records(layout)
+    hyperparameters = unlearning_hyperparameters(request, params)
+    method_data = load_snap_data(layout) if request.method == "snap" else None
+    wagle = wagle_inputs(layout.attribution_dir, request.mode) if request.wagle else {}
+    # a run killed mid-training resumes from its last checkpoint when nothing that decides the result changed
+    key = fingerprint({"code": CHECKPOINT_VERSION, "weights": weights_md5(layout.target_model_dir), "forget": forget,
+                       "retain": retain, "method": request.method, "mode": request.mode,
+                       "hyperparameters": hyperparameters, "method_data": method_data,
+                       "wagle": read_json(layout.attribution_dir / "manifest.json") if request.wagle else None})
+    checkpoint = Checkpointing(layout.cache_dir / "checkpoints" / f"{layout.request_id}.pt", key,
+                               every=params.get("checkpoint", {}).get("every_steps", Checkpointing.every))
+    result = run_unlearning(layout.target_model_dir, load_tokenizer(layout.tokenizer_dir), forget, retain,
+                            request.method, request.mode, hyperparameters, layout.unlearned_dir,
+                            method_data=method_data, checkpoint=checkpoint, **wagle)
+    write_json(layout.unlearned_dir / "unlearn_manifest.json", without_run_history(result))
     return result
 
 
@@ -375,7 +385,7 @@ def _run_release(layout: Layout, params: dict[str, Any], request: ForgetRequest)
                      layout.unlearned_dir, layout.release_rounds_dir, encoder_name)
     write_json(layout.release_rounds_dir / "manifest.json", {"built": True, "rounds_done": result["rounds_done"]})
     write_json(layout.unlearned_dir / "unlearn_manifest.json",
-               {**without_wall_clock(result), "mode": request.mode, "forget_data": "reveal"})
+               {**without_run_history(result), "mode": request.mode, "forget_data": "reveal"})
     return {k: v for k, v in result.items() if k != "rounds"}
 
 

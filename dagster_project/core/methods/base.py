@@ -115,6 +115,14 @@ class UnlearningMethod:
         """Return the loss to minimise and scalar logs (must include 'forget_nll')."""
         raise NotImplementedError
 
+    def state_dict(self) -> dict[str, Any]:
+        """What the method changes as it trains (its own samplers, random generators, caches), for the runner's
+        checkpoints: tensors and plain containers only. A stateless method (the default) has none."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned, so a resumed run continues exactly where it was saved."""
+
 
 @contextmanager
 def reference_weights(model: torch.nn.Module) -> Iterator[torch.nn.Module]:

@@ -11,6 +11,7 @@ Example request: `{"id": "x", "split": "forget10", "method": "npo", "hyperparame
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +53,14 @@ class NPO(GradDiff):
                 ref_logp, _ = sequence_logprob(reference, {k: v[rows] for k, v in forget.items()})
             self.reference_cache.update({keys[i]: value for i, value in zip(missing, ref_logp.float().tolist())})
         return torch.tensor([self.reference_cache[key] for key in keys], device=forget["input_ids"].device)
+
+    def state_dict(self) -> dict[str, Any]:
+        # the cached values, not a recomputation: θ₀'s log-prob of a row can differ in its last bits with the
+        # batch it is computed in, and a resumed run must end with the same bytes as an uninterrupted one
+        return {"reference_cache": {key.hex(): value for key, value in self.reference_cache.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.reference_cache = {bytes.fromhex(key): value for key, value in state["reference_cache"].items()}
 
     def loss(self, model, forget, retain):
         logp, n_tokens = sequence_logprob(model, forget)

@@ -12,7 +12,9 @@ import os
 import random
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from peft import LoraConfig, get_peft_model
@@ -55,6 +57,28 @@ class BatchSampler:
             batch.append(self.pairs[self.order.pop()])
         return batch
 
+    def state_dict(self) -> dict[str, Any]:
+        """Where the sampler is in its shuffled order: restoring it resumes the same batch sequence."""
+        return {"rng": self.rng.getstate(), "order": list(self.order)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.setstate(state["rng"])
+        self.order = list(state["order"])
+
+
+@dataclass(frozen=True)
+class Checkpointing:
+    """Save the training state every `every` optimiser steps to `path`; a run that finds a checkpoint there
+    with the same `key` (a fingerprint of everything that decides the result) resumes from it."""
+
+    path: Path
+    key: str
+    every: int = 25
+
+    def __post_init__(self) -> None:
+        if self.every <= 0:
+            raise ValueError(f"checkpoint every: must be > 0 optimiser steps, got {self.every}")
+
 
 def prepare_model(model_dir: Path, mode: str, config: MethodConfig, device: torch.device,
                   lora_targets: Sequence[str] | None = None) -> torch.nn.Module:
@@ -84,6 +108,7 @@ def run_unlearning(
     method_data: dict | None = None,
     mask: dict[str, torch.Tensor] | None = None,
     lora_targets: Sequence[str] | None = None,
+    checkpoint: Checkpointing | None = None,
 ) -> dict:
     """Unlearn `forget_records` from the model at `model_dir`; save an adapter (lora) or model (full).
 
@@ -92,6 +117,8 @@ def run_unlearning(
     `dagster_project.core.attribution`); False elements stay bit-identical, unnamed parameters train fully.
     `lora_targets`: lora mode only, the modules to adapt (WAGLE's choice by attribution mass); default: every
     projection of every layer (`LORA_TARGETS`).
+    `checkpoint`: save the training state periodically and resume from a matching saved state: a run killed
+    mid-training and started again ends with the same bytes as one that was never interrupted.
     """
     if mask is not None and mode == "lora":
         raise ValueError("mask: a weight mask applies to full-weight runs only (LoRA trains adapters, not the masked "
@@ -124,7 +151,13 @@ def run_unlearning(
     logs: dict[str, float] = {}
     stopped_early = False
     steps_done = 0
-    progress = tqdm(range(config.steps), desc=f"unlearn {method_name}/{mode}", unit="step", mininterval=2.0)
+    parts = {"optimiser": optimiser, "scheduler": scheduler, "forget_sampler": forget, "retain_sampler": retain,
+             "method": method}
+    resumed = load_checkpoint(checkpoint, model, parts) if checkpoint else None
+    if resumed:
+        steps_done, logs = resumed["steps_done"], resumed["logs"]
+    progress = tqdm(range(steps_done, config.steps), desc=f"unlearn {method_name}/{mode}", unit="step",
+                    mininterval=2.0, initial=steps_done, total=config.steps)
     for _step in progress:
         optimiser.zero_grad(set_to_none=True)
         for _micro in range(config.grad_accum):
@@ -145,6 +178,8 @@ def run_unlearning(
         if not math.isfinite(logs["forget_nll"]) or logs["forget_nll"] > config.diverge_nll:
             stopped_early = True
             break
+        if checkpoint and steps_done % checkpoint.every == 0 and steps_done < config.steps:
+            save_checkpoint(checkpoint, model, parts, steps_done, logs)
     progress.close()
     model.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -155,6 +190,8 @@ def run_unlearning(
         make_adapter_portable(out_dir, model_dir)
     else:
         save_tokenizer(tokenizer, out_dir)  # a full model folder is self-contained, like the target's
+    if checkpoint:  # the result is saved: nothing left to resume
+        checkpoint.path.unlink(missing_ok=True)
     return {
         "method": method_name,
         "mode": mode,
@@ -165,7 +202,47 @@ def run_unlearning(
         "trainable_parameters": sum(p.numel() for p in trainable) - sum(int(e.sum()) for _, e in frozen),
         "seconds": time.perf_counter() - started,
         "device": device.type,
+        "resumed_from_step": resumed["steps_done"] if resumed else 0,
     }
+
+
+def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().cpu().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(checkpoint: Checkpointing, model: torch.nn.Module, parts: dict[str, Any], steps_done: int,
+                    logs: dict[str, float]) -> None:
+    """Write the trainable weights, optimiser/scheduler/sampler/method states and RNG states to checkpoint.path,
+    atomically (a kill while writing leaves the previous checkpoint in place)."""
+    state = {"key": checkpoint.key, "steps_done": steps_done, "logs": logs, "weights": _trainable_state(model),
+             "torch_rng": torch.get_rng_state(), **{name: part.state_dict() for name, part in parts.items()}}
+    if torch.cuda.is_available():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    checkpoint.path.parent.mkdir(parents=True, exist_ok=True)
+    partial = checkpoint.path.with_name(checkpoint.path.name + ".partial")
+    torch.save(state, partial)
+    os.replace(partial, checkpoint.path)
+
+
+def load_checkpoint(checkpoint: Checkpointing, model: torch.nn.Module, parts: dict[str, Any]) -> dict[str, Any] | None:
+    """Restore a saved training state into `model` and `parts` when checkpoint.path holds one with the run's
+    key; None (and a fresh start) when there is none or it belongs to other inputs."""
+    if not checkpoint.path.is_file():
+        return None
+    # weights_only: the file holds tensors and plain containers only, so loading it runs no pickled code
+    state = torch.load(checkpoint.path, map_location="cpu", weights_only=True)
+    if state.get("key") != checkpoint.key:
+        return None
+    weights = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in state["weights"].items():
+            weights[name].copy_(value)
+    for name, part in parts.items():
+        part.load_state_dict(state[name])
+    torch.set_rng_state(state["torch_rng"])
+    if "cuda_rng" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return state
 
 
 def frozen_elements(

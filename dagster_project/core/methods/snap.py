@@ -89,6 +89,15 @@ class SNAP(IdkDPO):
         self.negative = BatchSampler(negative, size, seed + 2)  # the runner's forget and retain use seed, seed + 1
         self.hard_positive = BatchSampler(hard, size, seed + 3)
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"negative": self.negative.state_dict(), "hard_positive": self.hard_positive.state_dict(),
+                "directions": self.directions.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.negative.load_state_dict(state["negative"])
+        self.hard_positive.load_state_dict(state["hard_positive"])
+        self.directions.set_state(state["directions"])
+
     def extra_pairs(self, forget_pairs: Sequence[tuple[str, str]]) -> dict[str, list[tuple[str, str]]]:
         # SNAP samples its own forget signal; the runner's forget pairs only feed the logged forget_nll ('idk')
         obliterated = self.negative.next()
