@@ -24,7 +24,7 @@ def write_section(title: str, command: str, body: str) -> None:
     section = f"{heading}\n\n{dt.date.today().isoformat()}, {machine()}; command: `{command}`\n\n{body.strip()}\n"
     text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n\n"
     pattern = re.compile(re.escape(heading) + r".*?(?=\n## |\Z)", re.S)
-    text = pattern.sub(lambda _: section.rstrip("\n"), text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
+    text = pattern.sub(lambda _: section.rstrip("\n") + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
     BENCHMARKS.write_text(text if text.endswith("\n") else text + "\n")
     print(f"wrote {BENCHMARKS}")
 

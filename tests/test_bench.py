@@ -25,3 +25,20 @@ def test_method_speed_bench_prints_ratio_to_graddiff(repo_root: Path) -> None:
     ratios = {line.split()[0]: float(line.rsplit("ratio to graddiff", 1)[1].strip().rstrip("x"))
               for line in result.stdout.splitlines() if "ratio to graddiff" in line}
     assert set(ratios) == {"graddiff", "npo"} and ratios["graddiff"] == 1.0 and ratios["npo"] > 0
+
+
+
+def test_wagle_cost_bench_prints_a_ratio_per_method(micro_root: Path, repo_root: Path, one_thread) -> None:
+    """On the micro pipeline's artifacts (`--root`): the bench needs a target model and a request's datasets."""
+    from conftest import materialize_request
+
+    assert materialize_request(micro_root, "micro").success
+    result = subprocess.run(
+        [sys.executable, "bench/wagle_cost.py", "--root", str(micro_root), "--methods", "graddiff", "npo",
+         "--repeats", "1", "--no-write"],
+        cwd=repo_root, capture_output=True, text=True, timeout=300, check=True,
+    )
+    ratios = {line.split()[0]: float(line.split("ratio", 1)[1].split("x")[0])
+              for line in result.stdout.splitlines() if " ratio " in line}
+    assert set(ratios) == {"graddiff", "npo"} and all(r > 0 for r in ratios.values())
+    assert "whole attribution stage" in result.stdout

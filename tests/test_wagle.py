@@ -247,3 +247,25 @@ def test_random_lora_targets_draw_from_the_same_candidates(tiny) -> None:
     assert len(drawn.target_modules) == 3 and set(drawn.target_modules) <= candidates  # never the output head
     assert drawn == random_lora_targets(scores, model, count=3, seed=0)
     assert 0.0 < drawn.mass_share < 1.0 and random_lora_targets(scores, model, count=99, seed=1).mass_share == 1.0
+
+
+def test_attribute_composes_the_parts_with_a_rescaled_retain_sample(tiny) -> None:
+    """`attribute` = gradients over the forget pairs and an equally large seeded retain sample scaled by
+    |D_r| / sample, then scores, mask and LoRA targets; the random baseline swaps in seeded draws."""
+    import random
+
+    from dagster_project.core.attribution import attribute, lora_targets_from_attribution, random_mask
+
+    model_dir, tokenizer = tiny
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    forget, retain = QA[:1], QA[1:]  # 3 retain pairs, a sample of 1, so g_r is scaled by 3
+    found = attribute(model, tokenizer, forget, retain, 0.5, batch_size=1)
+    sample = random.Random(0).sample(retain, 1)
+    g_f = accumulate_gradients(model, pair_batches(tokenizer, forget, 1))
+    g_r = {n: g * 3.0 for n, g in accumulate_gradients(model, pair_batches(tokenizer, sample, 1)).items()}
+    scores = attribution_scores(model, g_f, g_r)
+    assert all(torch.equal(found.mask[n], m) for n, m in wagle_mask(scores, 0.5).items())
+    assert found.lora_targets == lora_targets_from_attribution(scores, model, 0.5)
+    baseline = attribute(model, tokenizer, forget, retain, 0.5, random_baseline=True, batch_size=1)
+    assert all(torch.equal(baseline.mask[n], m) for n, m in random_mask(model, 0.5, seed=0).items())
+    assert len(baseline.lora_targets.target_modules) == len(found.lora_targets.target_modules)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 import shutil
 import subprocess
 import time
@@ -289,24 +288,12 @@ def wagle_attribution(layout: Layout, params: dict[str, Any], spec: dict[str, An
     if not use_cache or not (cached / "manifest.json").exists():
         started = time.perf_counter()
         model = AutoModelForCausalLM.from_pretrained(layout.target_model_dir)  # float32: gradients as θ₀ sees them
-        tokenizer = load_tokenizer(layout.tokenizer_dir)
-        batch_size = params["eval"]["batch_size"]
-        g_forget = wagle.accumulate_gradients(model, wagle.pair_batches(tokenizer, forget_pairs, batch_size))
-        # g_r is a sum over D_r; estimated from as many retain pairs as there are forget pairs (seeded draw,
-        # rescaled by |D_r| / sample) so that attribution costs about one epoch of unlearning, not nine
-        sample = random.Random(0).sample(retain_pairs, min(len(retain_pairs), len(forget_pairs)))
-        g_retain = wagle.accumulate_gradients(model, wagle.pair_batches(tokenizer, sample, batch_size))
-        g_retain = {name: g * (len(retain_pairs) / len(sample)) for name, g in g_retain.items()}
-        scores = wagle.attribution_scores(model, g_forget, g_retain, mu=spec["mu"])
-        del g_forget, g_retain  # the peak is model + both gradient sets + scores; free them before ranking
-        mask = wagle.random_mask(model, spec["ratio"], seed=0) if spec["random"] else wagle.wagle_mask(scores, spec["ratio"])
-        targets = wagle.lora_targets_from_attribution(scores, model, spec["ratio"])
-        if spec["random"]:  # the baseline adapts as many modules, chosen at random (seeded)
-            targets = wagle.random_lora_targets(scores, model, len(targets.target_modules), seed=0)
-        saved = wagle.save_mask(mask, cached / MASK_FILE, metadata={"spec": spec})
+        found = wagle.attribute(model, load_tokenizer(layout.tokenizer_dir), forget_pairs, retain_pairs, spec["ratio"],
+                                mu=spec["mu"], random_baseline=spec["random"], batch_size=params["eval"]["batch_size"])
+        saved = wagle.save_mask(found.mask, cached / MASK_FILE, metadata={"spec": spec})
         write_json(cached / "manifest.json", {
             "spec": spec, "mask_sha256": saved["sha256"], "kept": saved["kept"], "total": saved["total"],
-            "lora_targets": targets.target_modules, "lora_mass_share": targets.mass_share})
+            "lora_targets": found.lora_targets.target_modules, "lora_mass_share": found.lora_targets.mass_share})
         # beside the cached folder, not in it: versioned files carry no wall clock (stable md5s)
         write_json(cached.with_suffix(".timing.json"), {"attribution_seconds": round(time.perf_counter() - started, 2)})
     if out_dir.exists():

@@ -34,7 +34,8 @@ from transformers import PreTrainedTokenizerFast
 from dagster_project.core.model.text import batch_nll, collate_pairs
 
 __all__ = [
-    "LoraTargets", "Mask", "accumulate_gradients", "attribution_scores", "global_threshold", "kept_count",
+    "Attribution", "LoraTargets", "Mask", "accumulate_gradients", "attribute", "attribution_scores",
+    "global_threshold", "kept_count",
     "load_mask", "lora_targets_from_attribution", "manifest_path", "mask_fingerprint", "pack_mask",
     "pair_batches", "random_lora_targets", "random_mask", "save_mask", "unpack_mask", "wagle_mask",
 ]
@@ -342,3 +343,36 @@ def _lora_targets(picked: Sequence[str], mass_share: float) -> LoraTargets:
         layers=layers,
         mass_share=mass_share,
     )
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """What one attribution pass decides: the weight mask (full-weight runs) and the LoRA modules (LoRA runs)."""
+
+    mask: Mask
+    lora_targets: LoraTargets
+
+
+def attribute(
+    model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, forget_pairs: Sequence[tuple[str, str]],
+    retain_pairs: Sequence[tuple[str, str]], ratio: float, mu: float = 1e-6, random_baseline: bool = False,
+    batch_size: int = 64,
+) -> Attribution:
+    """All of WAGLE at the model as it is (θ₀): gradients, scores, the top-`ratio` mask and the LoRA targets.
+
+    g_r is a sum over D_r, estimated from as many retain pairs as there are forget pairs (a draw seeded 0,
+    rescaled by |D_r| / sample), so attribution sees as many pairs as one epoch of unlearning does instead of
+    |D_r| / |D_f| times more. `random_baseline`: a seeded random mask of the same size, and as many LoRA
+    modules drawn at random.
+    """
+    g_forget = accumulate_gradients(model, pair_batches(tokenizer, forget_pairs, batch_size))
+    sample = random.Random(0).sample(list(retain_pairs), min(len(retain_pairs), len(forget_pairs)))
+    g_retain = accumulate_gradients(model, pair_batches(tokenizer, sample, batch_size))
+    g_retain = {name: g * (len(retain_pairs) / len(sample)) for name, g in g_retain.items()}
+    scores = attribution_scores(model, g_forget, g_retain, mu=mu)
+    del g_forget, g_retain  # the peak is model + both gradient sets + scores; free them before ranking
+    targets = lora_targets_from_attribution(scores, model, ratio)
+    if random_baseline:
+        return Attribution(random_mask(model, ratio, seed=0),
+                           random_lora_targets(scores, model, len(targets.target_modules), seed=0))
+    return Attribution(wagle_mask(scores, ratio), targets)
