@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import dagster as dg
@@ -66,7 +67,8 @@ def governance_params() -> dict:
 
 @pytest.mark.e2e
 def test_promotion_gates_compliance_and_audit_over_two_requests(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                one_thread, capsys: pytest.CaptureFixture) -> None:
+                                                                one_thread, capsys: pytest.CaptureFixture,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
     from mlflow import MlflowClient
 
     from dagster_project.core.tracking.dvc import ensure_repo
@@ -74,6 +76,13 @@ def test_promotion_gates_compliance_and_audit_over_two_requests(tmp_path: Path, 
     from dagster_project.dvc_yaml import write_or_check
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    caplog.set_level(logging.DEBUG)  # every log line of the runs below is scanned for forget-set text at the end
+    printed: list[str] = []  # and everything printed
+
+    def output() -> str:
+        captured = capsys.readouterr()
+        printed.extend((captured.out, captured.err))
+        return captured.out
     root = tmp_path / "root"
     requests = root / "data" / "requests"
     requests.mkdir(parents=True)
@@ -123,19 +132,19 @@ def test_promotion_gates_compliance_and_audit_over_two_requests(tmp_path: Path, 
 
     # the champion re-evaluated on request A reproduces its numbers: compliance passes
     assert cli_main([*cli, "compliance"]) == 0
-    assert "[ok] req-a" in capsys.readouterr().out
+    assert "[ok] req-a" in output()
 
     # audit: every artifact re-hashed from DVC, MLflow agrees, the evaluation re-run on rebuilt bytes matches
     assert cli_main([*cli, "audit", "verify", "models:/micro-model@champion"]) == 0
-    verified = capsys.readouterr().out
+    verified = output()
     assert "re-hash unlearned_adapter from DVC" in verified and "result: PASSED" in verified
     assert "[ok] re-run evaluation matches the recorded metrics" in verified and "FAIL" not in verified
 
     # request B forgets someone else, so its candidate still knows A's people: gated out, champion stays v1
     assert materialize_request(root, "req-b", instance=instance).success
-    capsys.readouterr()  # DVC's own progress lines
+    output()  # DVC's own progress lines
     assert cli_main([*cli, "promote", "micro-model", "2", "--json"]) == 1
-    refused = json.loads(capsys.readouterr().out)
+    refused = json.loads(output())
     assert not refused["promoted"]
     assert [g["gate"] for g in refused["gates"] if not g["passed"]] == ["still_forgotten:req-a"]
     assert client.get_model_version("micro-model", "2").tags["promotion"] == "failed"
@@ -156,7 +165,7 @@ def test_promotion_gates_compliance_and_audit_over_two_requests(tmp_path: Path, 
     cached.chmod(0o644)
     cached.write_bytes(cached.read_bytes() + b"\n")
     assert cli_main([*cli, "audit", "verify", "models:/micro-model/1", "--no-rerun"]) == 1
-    tampered = capsys.readouterr().out
+    tampered = output()
     assert "[FAIL] re-hash forget_set from DVC" in tampered and "result: FAILED" in tampered
 
     # the model card says what was forgotten by hash and count; no forget-set answer is anywhere in MLflow
@@ -174,6 +183,10 @@ def test_promotion_gates_compliance_and_audit_over_two_requests(tmp_path: Path, 
     events = "".join(str(event) for run in instance.get_runs() for event in instance.all_logs(run.run_id))
     assert len(instance.get_runs()) >= 5 and "ASSET_MATERIALIZATION" in events
     assert not [a for a in answers if a in events] and not [n for n in names if n in events]
+    # nor in any log record or printed line (CLI reports, progress bars, DVC, MLflow, Dagster's own loggers)
+    output()  # what was printed since the last read
+    logs = caplog.text + "".join(printed)
+    assert len(caplog.records) > 100 and not [a for a in answers if a in logs] and not [n for n in names if n in logs]
 
 
 @pytest.mark.e2e
