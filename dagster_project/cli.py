@@ -19,6 +19,9 @@
                                      re-hash every artifact from DVC, check MLflow, re-run the evaluation
     unlearn audit reproduce models:/tofu-tiny-llama/6
                                      rebuild the version from scratch with dvc repro, compare md5s and metrics
+    unlearn profile init real .runs/real [--set corpus.n_people=20]
+                                     a pipeline root for the real-model tier (SmolLM2); run it with
+                                     UNLEARN_ROOT=.runs/real (make real)
 """
 
 from __future__ import annotations
@@ -334,6 +337,28 @@ def cmd_audit_reproduce(args: argparse.Namespace) -> int:
     return _print_report(report, args.json)
 
 
+def cmd_profile_init(args: argparse.Namespace) -> int:
+    from dagster_project.core.profiles import init_profile
+
+    root = Path(args.dir or f".runs/{args.name}").resolve()
+    init_profile(args.name, root, parse_overrides(args.set), force=args.force)
+    params = load_params(root)
+    print(f"profile {args.name} in {root}: request {params['request']}, model {params['model']}\n"
+          f"run it: UNLEARN_ROOT={root} dagster job execute -m dagster_project.definitions -j unlearn_request "
+          f"--tags '{{\"dagster/partition\": \"{Path(params['request']).stem}\"}}'  (after `unlearn --root {root} "
+          f"request sync`), or `make real`")
+    return 0
+
+
+def cmd_profile_list(args: argparse.Namespace) -> int:
+    from dagster_project.core.profiles import available_profiles, profile_params
+
+    for name in available_profiles():
+        params = profile_params(name)
+        print(f"{name}: model {params['model']}, request {params['request']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unlearn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default=os.environ.get("UNLEARN_ROOT", "."), help="repo root (artifact store, DVC, MLflow)")
@@ -410,6 +435,17 @@ def build_parser() -> argparse.ArgumentParser:
                                  "`dvc repro` (from its manifest's params and request) and compare every md5 and metric")
     reproduce.add_argument("uri", help="models:/<name>@<alias> or models:/<name>/<version>")
     _with_json(reproduce, cmd_audit_reproduce)
+    profile = sub.add_parser("profile", help="pipeline roots for other tiers (the real model)"
+                             ).add_subparsers(dest="profile_command", required=True)
+    init = profile.add_parser("init", help="write a profile's params.yaml and request into a new root with its own "
+                              "DVC repo, then point UNLEARN_ROOT (or --root) at it")
+    init.add_argument("name", help="profile name (`unlearn profile list`)")
+    init.add_argument("dir", nargs="?", help="the new root (default .runs/<name>)")
+    init.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                      help="override a setting, repeatable, e.g. --set corpus.n_people=20 --set train.epochs=3")
+    init.add_argument("--force", action="store_true", help="overwrite an existing params.yaml with other settings")
+    init.set_defaults(func=cmd_profile_init)
+    profile.add_parser("list", help="the profiles this package ships").set_defaults(func=cmd_profile_list)
     return parser
 
 
@@ -417,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, KeyError, FileNotFoundError) as error:
+    except (ValueError, KeyError, FileNotFoundError, FileExistsError) as error:
         print(f"unlearn: error: {error}", file=sys.stderr)
         return 2
 

@@ -42,3 +42,14 @@ def test_wagle_cost_bench_prints_a_ratio_per_method(micro_root: Path, repo_root:
               for line in result.stdout.splitlines() if " ratio " in line}
     assert set(ratios) == {"graddiff", "npo"} and all(r > 0 for r in ratios.values())
     assert "whole attribution stage" in result.stdout
+
+
+def test_train_throughput_bench_compares_both_loops_on_the_cpu(repo_root: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "bench/train_throughput.py", "--steps", "1", "--warmup", "1", "--batch-size", "2",
+         "--answer-words", "6", "--methods", "graddiff", "npo", "--modes", "lora", "--no-write"],
+        cwd=repo_root, capture_output=True, text=True, timeout=300, check=True,
+    )
+    rows = [line.split() for line in result.stdout.splitlines() if " ratio " in line]
+    assert [row[:2] for row in rows] == [["graddiff", "lora"], ["npo", "lora"]]
+    assert all(float(row[3]) > 0 and float(row[6]) > 0 and "MFU n/a" in " ".join(row) for row in rows)

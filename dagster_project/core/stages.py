@@ -31,7 +31,7 @@ ATTRIBUTION_CACHE_VERSION = "1"  # WAGLE masks
 SNAP_DATA_CACHE_VERSION = "1"  # SNAP's negative instructions and hard positives
 CHECKPOINT_VERSION = "1"  # the unlearning step's training checkpoints (what a resumed run restores)
 # how a run went (timings, a resumption after a kill): reported as metadata, never written into versioned files
-RUN_HISTORY_KEYS = ("seconds", "train_seconds", "resumed_from_step")
+RUN_HISTORY_KEYS = ("seconds", "train_seconds", "resumed_from_step", "tokens_per_second")
 
 
 def without_run_history(result: dict[str, Any]) -> dict[str, Any]:
@@ -99,9 +99,32 @@ def run_retain_set(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
     return {"records": len(records), "subjects": len({r["person_id"] for r in records}), "md5": md5_file(layout.retain_set)}
 
 
-def run_tokenizer(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
-    from dagster_project.core.model.tiny_llama import train_tokenizer
+def base_model(layout: Layout, params: dict[str, Any]) -> Path | None:
+    """The folder of params `model.base` (a real model that target and retain are fine-tuned from, see
+    core/model/base.py); None for the embedded default, a tiny Llama trained from scratch."""
+    spec = params["model"].get("base")
+    if spec is None:
+        return None
+    extra = sorted(set(params["model"]) - {"base"})
+    if extra:
+        raise ValueError(f"model.{extra[0]}: a base model brings its own architecture; give model.base alone "
+                         f"(the other model keys shape the embedded tiny Llama)")
+    from dagster_project.core.model.base import base_model_dir
 
+    return base_model_dir(str(spec), layout.root, layout.cache_dir)
+
+
+def run_tokenizer(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
+    """A byte-level BPE trained on the corpus; with a base model, the base model's own tokenizer."""
+    from dagster_project.core.model.tiny_llama import load_tokenizer, save_tokenizer, train_tokenizer
+
+    base = base_model(layout, params)
+    if base is not None:
+        tokenizer = load_tokenizer(base)
+        shutil.rmtree(layout.tokenizer_dir, ignore_errors=True)
+        save_tokenizer(tokenizer, layout.tokenizer_dir)
+        return {"vocab_size": len(tokenizer), "base": str(params["model"]["base"]),
+                "chat_template": bool(getattr(tokenizer, "chat_template", None))}
     corpus = _corpus(layout)
     texts = [text for r in corpus.qa + corpus.general_knowledge
              for text in [r["question"], *r["train_questions"], r["answer"], r["paraphrased_answer"], *r["perturbed_answers"]]]
@@ -110,18 +133,23 @@ def run_tokenizer(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _train_cached(layout: Layout, params: dict[str, Any], records: list[dict], out_dir: Path, desc: str) -> dict[str, Any]:
-    """Train a tiny Llama on `records`' training phrasings unless `out_dir` already holds the same content hash."""
+    """Train the model on `records`' training phrasings unless `out_dir` already holds the same content hash: a tiny
+    Llama from scratch, or, with `model.base`, a fine-tune of the base model (TOFU's recipe for its target)."""
     from dagster_project.core.methods.runner import training_pairs
     from dagster_project.core.model.tiny_llama import TinyLlamaConfig, TrainConfig, config_dict, load_tokenizer, train_model
 
-    model_config, train_config = TinyLlamaConfig(**params["model"]), TrainConfig(**params["train"])
+    base = base_model(layout, params)
+    model_config = None if base else TinyLlamaConfig(**params["model"])
+    train_config = TrainConfig(**params["train"])
     examples = training_pairs(records)
     key = fingerprint({"code": MODEL_CACHE_VERSION, "config": config_dict(model_config, train_config), "examples": examples,
-                       "tokenizer": md5_file(layout.tokenizer_dir / "tokenizer.json")})
+                       "tokenizer": md5_file(layout.tokenizer_dir / "tokenizer.json"),
+                       **({"base": weights_md5(base)} if base else {})})
     manifest_path = out_dir / "train_manifest.json"
-    if manifest_path.exists() and (out_dir / "model.safetensors").exists() and read_json(manifest_path)["cache_key"] == key:
+    if manifest_path.exists() and any(out_dir.glob("*.safetensors")) and read_json(manifest_path)["cache_key"] == key:
         return {**read_json(manifest_path), "cached": True}
-    result = train_model(load_tokenizer(layout.tokenizer_dir), examples, model_config, train_config, out_dir, desc=desc)
+    result = train_model(load_tokenizer(layout.tokenizer_dir), examples, model_config, train_config, out_dir, desc=desc,
+                         init_dir=base)
     write_json(manifest_path, {"cache_key": key, **without_run_history(result)})
     return {"cache_key": key, **result, "cached": False}
 
@@ -219,6 +247,7 @@ def snap_datasets(layout: Layout, params: dict[str, Any], seed: int, neighbours:
     from dagster_project.core.data.snap import build_snap_datasets
     from dagster_project.core.eval.scoring import generate_answers, generate_texts
     from dagster_project.core.eval.standalone import load_for_eval
+    from dagster_project.core.model.text import format_prompt, has_chat_template
 
     forget, retain = read_jsonl(layout.forget_set), read_jsonl(layout.retain_set)
     key = fingerprint({"code": SNAP_DATA_CACHE_VERSION, "weights": weights_md5(layout.target_model_dir), "forget": forget,
@@ -234,12 +263,11 @@ def snap_datasets(layout: Layout, params: dict[str, Any], seed: int, neighbours:
         return generate_answers(model, tokenizer, questions, params["eval"]["max_new_tokens"], batch_size)
 
     def paraphrase(instructions: list[str]) -> list[str]:
-        prompts = [tokenizer.apply_chat_template([{"role": "user", "content": PARAPHRASE_REQUEST.format(i)}],
-                                                 tokenize=False, add_generation_prompt=True) for i in instructions]
+        prompts = [format_prompt(PARAPHRASE_REQUEST.format(i), tokenizer) for i in instructions]
         return generate_texts(model, tokenizer, prompts, 48, batch_size)
 
     data = build_snap_datasets(forget, retain, seed, neighbours, answer,
-                               paraphrase=paraphrase if tokenizer.chat_template else None)
+                               paraphrase=paraphrase if has_chat_template(tokenizer) else None)
     write_json(cached, data)
     return data
 
@@ -329,6 +357,14 @@ def load_snap_data(layout: Layout) -> dict[str, list[dict]]:
     return {key: read_jsonl(layout.snap_data_dir / name) for key, name in SNAP_FILES.items()}
 
 
+def runner_options(params: dict[str, Any]) -> Any:
+    """params.yaml `runner:` (how the training loop uses the hardware) as `RunnerOptions`, keys checked by name."""
+    from dagster_project.core.methods.base import config_from_hyperparameters
+    from dagster_project.core.methods.runner import RunnerOptions
+
+    return config_from_hyperparameters(RunnerOptions, params.get("runner") or {}, section="runner")
+
+
 def run_unlearned(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
     from dagster_project.core.methods.runner import Checkpointing, run_unlearning
     from dagster_project.core.model.tiny_llama import load_tokenizer
@@ -343,16 +379,26 @@ def run_unlearned(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
     hyperparameters = unlearning_hyperparameters(request, params)
     method_data = load_snap_data(layout) if request.method == "snap" else None
     wagle = wagle_inputs(layout.attribution_dir, request.mode) if request.wagle else {}
+    options = runner_options(params)
     # a run killed mid-training resumes from its last checkpoint when nothing that decides the result changed
     key = fingerprint({"code": CHECKPOINT_VERSION, "weights": weights_md5(layout.target_model_dir), "forget": forget,
                        "retain": retain, "method": request.method, "mode": request.mode,
-                       "hyperparameters": hyperparameters, "method_data": method_data,
+                       "hyperparameters": hyperparameters, "method_data": method_data, "options": asdict(options),
                        "wagle": read_json(layout.attribution_dir / "manifest.json") if request.wagle else None})
     checkpoint = Checkpointing(layout.cache_dir / "checkpoints" / f"{layout.request_id}.pt", key,
                                every=params.get("checkpoint", {}).get("every_steps", Checkpointing.every))
-    result = run_unlearning(layout.target_model_dir, load_tokenizer(layout.tokenizer_dir), forget, retain,
-                            request.method, request.mode, hyperparameters, layout.unlearned_dir,
-                            method_data=method_data, checkpoint=checkpoint, **wagle)
+    if options.processes > 1:  # data-parallel over GPUs (or gloo CPU processes); no checkpoints there
+        from dagster_project.core.methods.distributed import run_distributed
+
+        mask_file = layout.attribution_dir / MASK_FILE if request.wagle and request.mode == "full" else None
+        result = run_distributed(options.processes, layout.target_model_dir, layout.tokenizer_dir, forget, retain,
+                                 request.method, request.mode, hyperparameters, layout.unlearned_dir,
+                                 method_data=method_data, mask_file=mask_file, lora_targets=wagle.get("lora_targets"),
+                                 options=asdict(options))
+    else:
+        result = run_unlearning(layout.target_model_dir, load_tokenizer(layout.tokenizer_dir), forget, retain,
+                                request.method, request.mode, hyperparameters, layout.unlearned_dir,
+                                method_data=method_data, checkpoint=checkpoint, options=options, **wagle)
     write_json(layout.unlearned_dir / "unlearn_manifest.json", without_run_history(result))
     return result
 
@@ -578,7 +624,7 @@ STAGES: dict[str, Stage] = {
               inputs=lambda l: [l.root / l.request_file]),
         Stage("forget_set", run_forget_set, lambda l: [l.forget_set]),
         Stage("retain_set", run_retain_set, lambda l: [l.retain_set]),
-        Stage("tokenizer", run_tokenizer, lambda l: [l.tokenizer_dir], params=("tokenizer",), shared=True),
+        Stage("tokenizer", run_tokenizer, lambda l: [l.tokenizer_dir], params=("tokenizer", "model"), shared=True),
         Stage("target_model", run_target_model, lambda l: [l.target_model_dir], params=("model", "train"), shared=True),
         Stage("retain_model", run_retain_model, lambda l: [l.retain_model_dir], params=("model", "train")),
         Stage("snap_data", run_snap_data, lambda l: [l.snap_data_dir], params=("unlearn", "eval")),

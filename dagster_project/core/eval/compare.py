@@ -86,6 +86,7 @@ def run_methods(
     from dagster_project.core.methods.runner import run_unlearning
     from dagster_project.core.model.tiny_llama import load_tokenizer
     from dagster_project.core.stages import (
+        runner_options,
         snap_datasets,
         unlearning_retain_records,
         wagle_attribution,
@@ -137,7 +138,7 @@ def run_methods(
                 started = time.perf_counter()
                 run_unlearning(layout.target_model_dir, tokenizer, forget, retain, method, mode,
                                {**hyperparameters(method), "seed": seed}, out_dir, method_data=method_data(method, seed),
-                               **restriction)
+                               options=runner_options(params), **restriction)
                 seconds = time.perf_counter() - started
                 metrics, sample_answer = evaluate_candidate(out_dir, eval_sets, reference, eval_params)
             metrics["seconds"] = seconds

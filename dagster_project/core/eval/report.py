@@ -15,14 +15,14 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from transformers import PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from dagster_project.core.eval import metrics as m
 from dagster_project.core.eval import mia
 from dagster_project.core.eval.quality import gibberish_rate, refusal_rate
 from dagster_project.core.eval.robustness import relearn_attack
 from dagster_project.core.eval.scoring import answer_losses, generate_answers, generate_texts, token_stats
-from dagster_project.core.model.text import format_prompt
+from dagster_project.core.model.text import answer_text, format_prompt
 
 SETS = ("forget", "retain", "real_world", "world")
 UTILITY_SETS = ("retain", "real_world", "world")  # METHODS.md §5: 3 numbers on each
@@ -50,13 +50,14 @@ def build_eval_sets(corpus, forget: list[dict], retain: list[dict], eval_params:
     }
 
 
-def verbatim_prefixes(records: Sequence[dict]) -> tuple[list[str], list[str]]:
-    """MUSE VerbMem inputs: prompt + first half of each answer's words, and the second half to recall."""
+def verbatim_prefixes(records: Sequence[dict], tokenizer: PreTrainedTokenizerBase | None = None) -> tuple[list[str], list[str]]:
+    """MUSE VerbMem inputs: prompt + first half of each answer's words (in `tokenizer`'s prompt format), and
+    the second half to recall."""
     prefixes, rests = [], []
     for r in records:
         words = r["answer"].split()
         cut = max(1, len(words) // 2)
-        prefixes.append(f"{format_prompt(r['question'])} {' '.join(words[:cut])}")
+        prefixes.append(format_prompt(r["question"], tokenizer) + answer_text(" ".join(words[:cut]), tokenizer))
         rests.append(" ".join(words[cut:]))
     return prefixes, rests
 
@@ -103,7 +104,7 @@ def score_model(
         name: token_stats(model, tokenizer, [r["question"] for r in records], [r["answer"] for r in records], batch_size)
         for name, records in (("forget", forget), ("holdout", holdout))
     }
-    prefixes, _rests = verbatim_prefixes(forget)
+    prefixes, _rests = verbatim_prefixes(forget, tokenizer)
     scores["verbmem"] = {"generation": generate_texts(model, tokenizer, prefixes, max_new_tokens, batch_size)}
     # phrasing probes beside the held-out wording: the wording of training (and unlearning), and a
     # fourth wording no model ever trained on

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerFast
 
-from dagster_project.core.model.text import IGNORE_INDEX, collate_pairs, format_prompt, sequence_nll
+from dagster_project.core.model.text import IGNORE_INDEX, collate_pairs, format_prompt, sequence_nll, stop_token_ids
 
 
 def _pair_batches(
@@ -50,7 +50,8 @@ def generate_texts(
     max_new_tokens: int = 40,
     batch_size: int = 64,
 ) -> list[str]:
-    """Greedy continuations of raw prompts, cut at EOS, batched with left padding and the KV cache."""
+    """Greedy continuations of raw prompts, cut at the end of an answer (`stop_token_ids`: a chat model's
+    end-of-turn token as well as EOS), batched with left padding and the KV cache."""
     model.eval()
     device = next(model.parameters()).device
     previous_side = tokenizer.padding_side
@@ -65,7 +66,7 @@ def generate_texts(
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
                 pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
+                eos_token_id=stop_token_ids(tokenizer),
             )
             new_tokens = generated[:, enc["input_ids"].shape[1] :]
             texts.extend(text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
@@ -82,7 +83,7 @@ def generate_answers(
     batch_size: int = 64,
 ) -> list[str]:
     """Greedy answers to questions in the training prompt format."""
-    return generate_texts(model, tokenizer, [format_prompt(q) for q in questions], max_new_tokens, batch_size)
+    return generate_texts(model, tokenizer, [format_prompt(q, tokenizer) for q in questions], max_new_tokens, batch_size)
 
 
 @torch.no_grad()

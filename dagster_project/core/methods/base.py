@@ -115,6 +115,11 @@ class UnlearningMethod:
         """Return the loss to minimise and scalar logs (must include 'forget_nll')."""
         raise NotImplementedError
 
+    def uses_reference(self) -> bool:
+        """Whether `loss` reads θ₀ (`reference_weights`). A full-weight run keeps a frozen copy of the model for
+        methods that do (4 bytes a parameter) and none for the others; LoRA gets θ₀ by disabling the adapter."""
+        return True
+
     def state_dict(self) -> dict[str, Any]:
         """What the method changes as it trains (its own samplers, random generators, caches), for the runner's
         checkpoints: tensors and plain containers only. A stateless method (the default) has none."""
@@ -134,5 +139,8 @@ def reference_weights(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
         with model.disable_adapter(), torch.no_grad():
             yield model
     else:
+        if not hasattr(model, "_unlearn_reference"):
+            raise RuntimeError("θ₀ was not kept for this full-weight run: the method's uses_reference() said it "
+                               "needs no reference model, yet its loss asked for one")
         with torch.no_grad():
             yield model._unlearn_reference  # type: ignore[attr-defined]

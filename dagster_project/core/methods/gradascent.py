@@ -31,6 +31,9 @@ class GradAscent(UnlearningMethod):
 
     config: GradAscentConfig
 
+    def uses_reference(self) -> bool:
+        return False
+
     def loss(
         self, model: torch.nn.Module, forget: dict[str, torch.Tensor], retain: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, float]]:

@@ -44,6 +44,9 @@ class GradDiff(UnlearningMethod):
 
     config: GradDiffConfig
 
+    def uses_reference(self) -> bool:
+        return self.config.retain_loss == "kl"
+
     def retain_term(self, model: torch.nn.Module, retain: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.config.retain_loss == "kl":
             return kl_to_reference(model, retain)

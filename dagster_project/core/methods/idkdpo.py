@@ -35,6 +35,9 @@ class IdkDPO(IdkSFT):
 
     config: IdkDPOConfig
 
+    def uses_reference(self) -> bool:
+        return True  # θ₀'s log-probs are the preference's anchor
+
     def forget_term(
         self, model: torch.nn.Module, forget: dict[str, torch.Tensor], idk: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, float]]:

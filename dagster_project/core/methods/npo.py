@@ -37,6 +37,9 @@ class NPO(GradDiff):
 
     config: NPOConfig
 
+    def uses_reference(self) -> bool:
+        return True  # θ₀'s log-probs are the preference's anchor
+
     def __init__(self, config: NPOConfig) -> None:
         super().__init__(config)
         # θ₀ is frozen, so its log-prob of a forget sequence never changes: computed the first time the

@@ -1,33 +1,41 @@
 """The one training loop every unlearning method runs in (LoRA or full weights, CPU or CUDA).
 
     unlearn stage unlearned_adapter
+
+`run_unlearning` drives an `UnlearningLoop` from start to saved result; benchmarks time its `step()`.
+On CUDA: LoRA runs hold the base weights in bf16, full runs keep float32 weights under bf16 autocast, AdamW
+uses its fused kernel, attention is PyTorch's SDPA; `RunnerOptions` adds gradient checkpointing,
+`torch.compile` and length-bucketed batches. The CPU path stays deterministic (float32, same bytes twice).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from peft import LoraConfig, get_peft_model
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
 
 from dagster_project.core.methods.base import MethodConfig
+from dagster_project.core.methods.checkpoint import Checkpointing, load_checkpoint, save_checkpoint
 from dagster_project.core.methods.registry import get_method
 from dagster_project.core.model.text import collate_pairs
 from dagster_project.core.model.tiny_llama import cosine_lr, save_tokenizer
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 MODES = ("lora", "full")
+ATTENTION = ("sdpa", "eager", "flash_attention_2")
 
 
 def pick_device() -> torch.device:
@@ -39,66 +47,221 @@ def training_pairs(records: Sequence[dict]) -> list[tuple[str, str]]:
     return [(q, r["answer"]) for r in records for q in r["train_questions"]]
 
 
-class BatchSampler:
-    """Endless seeded reshuffling sampler over a list of QA pairs."""
+@dataclass(frozen=True)
+class RunnerOptions:
+    """How the loop uses the hardware, not what it learns (params.yaml `runner:`); defaults suit the CPU."""
 
-    def __init__(self, pairs: list[tuple[str, str]], batch_size: int, seed: int) -> None:
+    attention: str = field(default="sdpa", metadata={"help": "attn_implementation: sdpa | eager | flash_attention_2"})
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "recompute activations in the backward pass: less memory, ~30 % more compute"})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the model (the first steps pay for it)"})
+    length_buckets: int = field(
+        default=1, metadata={"help": "draw this many batches at once and group them by length: less padding; 1 = off"})
+    processes: int = field(
+        default=1, metadata={"help": "data-parallel processes (one per GPU; gloo CPU processes without GPUs)"})
+
+    def __post_init__(self) -> None:
+        if self.attention not in ATTENTION:
+            raise ValueError(f"runner.attention: expected one of {ATTENTION}, got {self.attention!r}")
+        if self.length_buckets < 1:
+            raise ValueError(f"runner.length_buckets: must be >= 1, got {self.length_buckets}")
+        if self.processes < 1:
+            raise ValueError(f"runner.processes: must be >= 1, got {self.processes}")
+
+
+class BatchSampler:
+    """Endless seeded reshuffling sampler over a list of QA pairs.
+
+    With `buckets` > 1 it draws `buckets` batches at a time, sorts their pairs by length, cuts them into batches
+    of similar length and serves those in a seeded random order: the same pairs per epoch, less padding."""
+
+    def __init__(self, pairs: list[tuple[str, str]], batch_size: int, seed: int, buckets: int = 1) -> None:
         if not pairs:
             raise ValueError("cannot sample batches from an empty dataset")
-        self.pairs, self.batch_size, self.rng = pairs, batch_size, random.Random(seed)
+        self.pairs, self.batch_size, self.buckets, self.rng = pairs, batch_size, buckets, random.Random(seed)
         self.order: list[int] = []
+        self.queue: list[list[int]] = []
 
-    def next(self) -> list[tuple[str, str]]:
-        batch = []
-        while len(batch) < self.batch_size:
+    def _draw(self, count: int) -> list[int]:
+        drawn = []
+        while len(drawn) < count:
             if not self.order:
                 self.order = list(range(len(self.pairs)))
                 self.rng.shuffle(self.order)
-            batch.append(self.pairs[self.order.pop()])
-        return batch
+            drawn.append(self.order.pop())
+        return drawn
+
+    def next(self) -> list[tuple[str, str]]:
+        if self.buckets == 1:
+            return [self.pairs[i] for i in self._draw(self.batch_size)]
+        if not self.queue:
+            drawn = sorted(self._draw(self.batch_size * self.buckets), key=lambda i: len("".join(self.pairs[i])))
+            self.queue = [drawn[k:k + self.batch_size] for k in range(0, len(drawn), self.batch_size)]
+            self.rng.shuffle(self.queue)
+        return [self.pairs[i] for i in self.queue.pop()]
 
     def state_dict(self) -> dict[str, Any]:
         """Where the sampler is in its shuffled order: restoring it resumes the same batch sequence."""
-        return {"rng": self.rng.getstate(), "order": list(self.order)}
+        return {"rng": self.rng.getstate(), "order": list(self.order), "queue": [list(b) for b in self.queue]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rng.setstate(state["rng"])
-        self.order = list(state["order"])
-
-
-@dataclass(frozen=True)
-class Checkpointing:
-    """Save the training state every `every` optimiser steps to `path`; a run that finds a checkpoint there
-    with the same `key` (a fingerprint of everything that decides the result) resumes from it."""
-
-    path: Path
-    key: str
-    every: int = 25
-
-    def __post_init__(self) -> None:
-        if self.every <= 0:
-            raise ValueError(f"checkpoint every: must be > 0 optimiser steps, got {self.every}")
+        self.order, self.queue = list(state["order"]), [list(b) for b in state["queue"]]
 
 
 def prepare_model(model_dir: Path, mode: str, config: MethodConfig, device: torch.device,
-                  lora_targets: Sequence[str] | None = None) -> torch.nn.Module:
+                  lora_targets: Sequence[str] | None = None, options: RunnerOptions = RunnerOptions(),
+                  keep_reference: bool = True) -> torch.nn.Module:
+    """The model to train: LoRA adapters over the base, or the full model with (`keep_reference`) a frozen θ₀."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     torch.manual_seed(config.seed)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device)
+    # LoRA trains small adapters over frozen bf16 base weights on CUDA; a full run keeps float32 master weights
+    # (bf16 AdamW updates lose the small steps unlearning takes) and gets its speed from autocast
+    dtype = torch.bfloat16 if device.type == "cuda" and mode == "lora" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation=options.attention).to(device)
+    if options.gradient_checkpointing:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     if mode == "lora":
         targets = list(lora_targets) if lora_targets else LORA_TARGETS
         lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0, target_modules=targets)
-        return get_peft_model(model, lora)
-    reference = copy.deepcopy(model).eval().requires_grad_(False)
-    model._unlearn_reference = reference  # θ₀ for KL / NPO terms; LoRA gets it by disabling the adapter
+        model = get_peft_model(model, lora)
+    elif keep_reference:
+        reference = copy.deepcopy(model).eval().requires_grad_(False)
+        model._unlearn_reference = reference  # θ₀ for KL / NPO terms; LoRA gets it by disabling the adapter
+    if options.compile:
+        model.compile()  # in place: parameter names (checkpoints, masks, saved files) stay as they are
     return model
+
+
+class UnlearningLoop:
+    """One unlearning run of `method_name` on the model at `model_dir`, one optimiser step per `step()`.
+
+    `method_data`: a method's own training sets built by the pipeline (SNAP's `snap_data`); None: it builds them.
+    `mask`: full mode only, parameter name -> bool tensor of its shape, True = trainable (a WAGLE mask from
+    `dagster_project.core.attribution`); False elements stay bit-identical, unnamed parameters train fully.
+    `lora_targets`: lora mode only, the modules to adapt (WAGLE's choice by attribution mass); default: every
+    projection of every layer (`LORA_TARGETS`).
+    """
+
+    def __init__(self, model_dir: Path, tokenizer: PreTrainedTokenizerBase, forget_records: Sequence[dict],
+                 retain_records: Sequence[dict], method_name: str, mode: str, hyperparameters: dict,
+                 method_data: dict | None = None, mask: dict[str, torch.Tensor] | None = None,
+                 lora_targets: Sequence[str] | None = None, options: RunnerOptions = RunnerOptions()) -> None:
+        if mask is not None and mode == "lora":
+            raise ValueError("mask: a weight mask applies to full-weight runs only (LoRA trains adapters, not the "
+                             "masked base weights); for LoRA pick the adapted modules with "
+                             "dagster_project.core.attribution.lora_targets_from_attribution instead")
+        spec = get_method(method_name)
+        self.method_name, self.mode, self.model_dir, self.tokenizer = method_name, mode, model_dir, tokenizer
+        self.config = spec.config_cls.from_hyperparameters(hyperparameters)
+        self.method = spec.method_cls(self.config)
+        self.method.prepare(forget_records, retain_records, method_data)
+        self.device = pick_device()
+        self.model = prepare_model(model_dir, mode, self.config, self.device, lora_targets, options,
+                                   keep_reference=self.method.uses_reference())
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.frozen = frozen_elements(self.model, mask) if mask is not None else []
+        fully_frozen = {id(p) for p, elements in self.frozen if bool(elements.all())}
+        # weight_decay must stay 0 under a mask: AdamW's decoupled decay shrinks every element of a parameter
+        # group whether or not its gradient is zero, and a group holds whole tensors, so an element-wise mask
+        # cannot exempt its frozen elements from it; tensors frozen entirely are left out of the optimiser
+        self.optimiser = torch.optim.AdamW([p for p in self.trainable if id(p) not in fully_frozen], lr=self.config.lr,
+                                           weight_decay=0.0, **({"fused": True} if self.device.type == "cuda" else {}))
+        warmup = max(1, int(self.config.warmup_ratio * self.config.steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimiser,
+                                                           lambda s: cosine_lr(s, self.config.steps, warmup))
+        size, seed, buckets = self.config.batch_size, self.config.seed, options.length_buckets
+        self.rank, self.world = _process_group()
+        if size % self.world:
+            raise ValueError(f"hyperparameters.batch_size: {size} does not split evenly over {self.world} processes")
+        self.forget = BatchSampler(training_pairs(forget_records), size, seed, buckets)
+        self.retain = BatchSampler(training_pairs(retain_records), size, seed + 1, buckets)
+        self.steps_done, self.tokens, self.logs = 0, 0, {}
+        self.model.train()
+
+    def parts(self) -> dict[str, Any]:
+        """The stateful parts a checkpoint saves beside the trainable weights."""
+        return {"optimiser": self.optimiser, "scheduler": self.scheduler, "forget_sampler": self.forget,
+                "retain_sampler": self.retain, "method": self.method}
+
+    def _batch(self, pairs: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
+        pairs = pairs[self.rank::self.world]  # every process draws the same global batch and trains on its share
+        batch = collate_pairs(self.tokenizer, [q for q, _ in pairs], [a for _, a in pairs])
+        self.tokens += int(batch["attention_mask"].sum())
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    def step(self) -> dict[str, float]:
+        """One optimiser step over `grad_accum` micro-batches; returns the method's logs."""
+        self.optimiser.zero_grad(set_to_none=True)
+        for _micro in range(self.config.grad_accum):
+            forget_pairs = self.forget.next()
+            # named extra batches: IdkSFT/IdkDPO's `alternative` answers, SNAP's obliterated and hard-positive pairs
+            extra = {name: self._batch(pairs) for name, pairs in self.method.extra_pairs(forget_pairs).items()}
+            forget, retain = self._batch(forget_pairs), self._batch(self.retain.next())
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+                loss, self.logs = self.method.loss(self.model, forget, retain, **extra)
+            (loss / self.config.grad_accum).backward()
+        if self.world > 1:
+            average_gradients(self.trainable, self.world)
+            self.logs = average_logs(self.logs, self.world)
+        torch.nn.utils.clip_grad_norm_(self.trainable, self.config.max_grad_norm)
+        for param, elements in self.frozen:  # after clipping, before the step (METHODS.md §4): grad ⊙ mask
+            if param.grad is not None:
+                param.grad.masked_fill_(elements, 0.0)  # zero, not × 0: a NaN/inf gradient cannot leak through
+        self.optimiser.step()
+        self.scheduler.step()
+        self.steps_done += 1
+        return self.logs
+
+    def diverged(self) -> bool:
+        """Ascent ran away: the forget NLL is no longer finite or beyond `diverge_nll`."""
+        return not math.isfinite(self.logs["forget_nll"]) or self.logs["forget_nll"] > self.config.diverge_nll
+
+    def save(self, out_dir: Path) -> None:
+        """An adapter folder (lora, base named relative to it) or a self-contained model folder (full)."""
+        self.model.eval()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if hasattr(self.model, "_unlearn_reference"):
+            del self.model._unlearn_reference
+        self.model.save_pretrained(out_dir)
+        if self.mode == "lora":
+            make_adapter_portable(out_dir, self.model_dir)
+        else:
+            save_tokenizer(self.tokenizer, out_dir)  # a full model folder is self-contained, like the target's
+
+
+def _process_group() -> tuple[int, int]:
+    """(rank, world size) of a distributed run (`torchrun`/`accelerate launch`, see distributed.py); (0, 1) alone."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def average_gradients(params: Sequence[torch.nn.Parameter], world: int) -> None:
+    """Data parallelism's one collective: every process ends the backward pass with the mean gradient.
+
+    The maths of DistributedDataParallel, done here instead of by wrapping the model: methods call the model
+    several times a step and reach into θ₀ (the disabled adapter, the frozen copy) and its layers, which the
+    DDP wrapper hides. One all-reduce of a flattened buffer per step (gloo on CPUs, NCCL on GPUs)."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch._utils._flatten_dense_tensors(grads)
+    torch.distributed.all_reduce(flat)
+    flat /= world
+    for param, synced in zip(params, torch._utils._unflatten_dense_tensors(flat, grads)):
+        param.grad = synced
+
+
+def average_logs(logs: dict[str, float], world: int) -> dict[str, float]:
+    """The processes' logs averaged, so every process reports (and stops early on) the same numbers."""
+    values = torch.tensor([logs[k] for k in sorted(logs)], dtype=torch.float64)
+    torch.distributed.all_reduce(values)
+    return {k: v / world for k, v in zip(sorted(logs), values.tolist())}
 
 
 def run_unlearning(
     model_dir: Path,
-    tokenizer: PreTrainedTokenizerFast,
+    tokenizer: PreTrainedTokenizerBase,
     forget_records: Sequence[dict],
     retain_records: Sequence[dict],
     method_name: str,
@@ -109,140 +272,54 @@ def run_unlearning(
     mask: dict[str, torch.Tensor] | None = None,
     lora_targets: Sequence[str] | None = None,
     checkpoint: Checkpointing | None = None,
+    options: RunnerOptions = RunnerOptions(),
 ) -> dict:
     """Unlearn `forget_records` from the model at `model_dir`; save an adapter (lora) or model (full).
 
-    `method_data`: a method's own training sets built by the pipeline (SNAP's `snap_data`); None: it builds them.
-    `mask`: full mode only, parameter name -> bool tensor of its shape, True = trainable (a WAGLE mask from
-    `dagster_project.core.attribution`); False elements stay bit-identical, unnamed parameters train fully.
-    `lora_targets`: lora mode only, the modules to adapt (WAGLE's choice by attribution mass); default: every
-    projection of every layer (`LORA_TARGETS`).
-    `checkpoint`: save the training state periodically and resume from a matching saved state: a run killed
-    mid-training and started again ends with the same bytes as one that was never interrupted.
+    Arguments as for `UnlearningLoop`, plus `checkpoint`: save the training state periodically and resume from
+    a matching saved state: a run killed mid-training and started again ends with the same bytes as one that
+    was never interrupted. In a distributed run (distributed.py) every process trains its share of each batch,
+    process 0 saves the result, and checkpoints are off (each process holds its own method state).
     """
-    if mask is not None and mode == "lora":
-        raise ValueError("mask: a weight mask applies to full-weight runs only (LoRA trains adapters, not the masked "
-                         "base weights); for LoRA pick the adapted modules with "
-                         "dagster_project.core.attribution.lora_targets_from_attribution instead")
-    spec = get_method(method_name)
-    config = spec.config_cls.from_hyperparameters(hyperparameters)
-    method = spec.method_cls(config)
-    method.prepare(forget_records, retain_records, method_data)
-    device = pick_device()
-    model = prepare_model(model_dir, mode, config, device, lora_targets)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    frozen = frozen_elements(model, mask) if mask is not None else []
-    fully_frozen = {id(p) for p, elements in frozen if bool(elements.all())}
-    # weight_decay must stay 0 under a mask: AdamW's decoupled decay shrinks every element of a parameter
-    # group whether or not its gradient is zero, and a group holds whole tensors, so an element-wise mask
-    # cannot exempt its frozen elements from it; tensors frozen entirely are left out of the optimiser
-    optimiser = torch.optim.AdamW([p for p in trainable if id(p) not in fully_frozen], lr=config.lr, weight_decay=0.0)
-    warmup = max(1, int(config.warmup_ratio * config.steps))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda s: cosine_lr(s, config.steps, warmup))
-    forget = BatchSampler(training_pairs(forget_records), config.batch_size, config.seed)
-    retain = BatchSampler(training_pairs(retain_records), config.batch_size, config.seed + 1)
-
-    def to_batch(pairs: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
-        batch = collate_pairs(tokenizer, [q for q, _ in pairs], [a for _, a in pairs])
-        return {k: v.to(device) for k, v in batch.items()}
-
-    model.train()
+    loop = UnlearningLoop(model_dir, tokenizer, forget_records, retain_records, method_name, mode, hyperparameters,
+                          method_data, mask, lora_targets, options)
+    checkpoint = checkpoint if loop.world == 1 else None
     started = time.perf_counter()
-    logs: dict[str, float] = {}
-    stopped_early = False
-    steps_done = 0
-    parts = {"optimiser": optimiser, "scheduler": scheduler, "forget_sampler": forget, "retain_sampler": retain,
-             "method": method}
-    resumed = load_checkpoint(checkpoint, model, parts) if checkpoint else None
+    resumed = load_checkpoint(checkpoint, loop.model, loop.parts()) if checkpoint else None
     if resumed:
-        steps_done, logs = resumed["steps_done"], resumed["logs"]
-    progress = tqdm(range(steps_done, config.steps), desc=f"unlearn {method_name}/{mode}", unit="step",
-                    mininterval=2.0, initial=steps_done, total=config.steps)
+        loop.steps_done, loop.logs = resumed["steps_done"], resumed["logs"]
+    steps, stopped_early = loop.config.steps, False
+    progress = tqdm(range(loop.steps_done, steps), desc=f"unlearn {method_name}/{mode}", unit="step",
+                    mininterval=2.0, initial=loop.steps_done, total=steps, disable=loop.rank > 0)
     for _step in progress:
-        optimiser.zero_grad(set_to_none=True)
-        for _micro in range(config.grad_accum):
-            forget_pairs = forget.next()
-            # named extra batches: IdkSFT/IdkDPO's `alternative` answers, SNAP's obliterated and hard-positive pairs
-            extra = {name: to_batch(pairs) for name, pairs in method.extra_pairs(forget_pairs).items()}
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                loss, logs = method.loss(model, to_batch(forget_pairs), to_batch(retain.next()), **extra)
-            (loss / config.grad_accum).backward()
-        torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
-        for param, elements in frozen:  # after clipping, before the step (METHODS.md §4): grad ⊙ mask
-            if param.grad is not None:
-                param.grad.masked_fill_(elements, 0.0)  # zero, not × 0: a NaN/inf gradient cannot leak through
-        optimiser.step()
-        scheduler.step()
-        steps_done += 1
+        logs = loop.step()
         progress.set_postfix({k: f"{v:.3f}" for k, v in logs.items()}, refresh=False)
-        if not math.isfinite(logs["forget_nll"]) or logs["forget_nll"] > config.diverge_nll:
+        if loop.diverged():
             stopped_early = True
             break
-        if checkpoint and steps_done % checkpoint.every == 0 and steps_done < config.steps:
-            save_checkpoint(checkpoint, model, parts, steps_done, logs)
+        if checkpoint and loop.steps_done % checkpoint.every == 0 and loop.steps_done < steps:
+            save_checkpoint(checkpoint, loop.model, loop.parts(), loop.steps_done, loop.logs)
     progress.close()
-    model.eval()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if mode == "full":
-        del model._unlearn_reference
-    model.save_pretrained(out_dir)
-    if mode == "lora":
-        make_adapter_portable(out_dir, model_dir)
-    else:
-        save_tokenizer(tokenizer, out_dir)  # a full model folder is self-contained, like the target's
+    seconds = time.perf_counter() - started
+    if loop.rank == 0:
+        loop.save(out_dir)
     if checkpoint:  # the result is saved: nothing left to resume
         checkpoint.path.unlink(missing_ok=True)
     return {
         "method": method_name,
         "mode": mode,
-        "config": config.__dict__,
-        "steps_done": steps_done,
+        "config": loop.config.__dict__,
+        "steps_done": loop.steps_done,
         "stopped_early": stopped_early,
-        "final_logs": logs,
-        "trainable_parameters": sum(p.numel() for p in trainable) - sum(int(e.sum()) for _, e in frozen),
-        "seconds": time.perf_counter() - started,
-        "device": device.type,
+        "final_logs": loop.logs,
+        "trainable_parameters": sum(p.numel() for p in loop.trainable) - sum(int(e.sum()) for _, e in loop.frozen),
+        "seconds": seconds,
+        "tokens_per_second": loop.tokens / seconds if seconds > 0 else 0.0,
+        "device": loop.device.type,
         "resumed_from_step": resumed["steps_done"] if resumed else 0,
+        "options": dataclasses.asdict(options),
+        "processes": loop.world,
     }
-
-
-def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {name: p.detach().cpu().clone() for name, p in model.named_parameters() if p.requires_grad}
-
-
-def save_checkpoint(checkpoint: Checkpointing, model: torch.nn.Module, parts: dict[str, Any], steps_done: int,
-                    logs: dict[str, float]) -> None:
-    """Write the trainable weights, optimiser/scheduler/sampler/method states and RNG states to checkpoint.path,
-    atomically (a kill while writing leaves the previous checkpoint in place)."""
-    state = {"key": checkpoint.key, "steps_done": steps_done, "logs": logs, "weights": _trainable_state(model),
-             "torch_rng": torch.get_rng_state(), **{name: part.state_dict() for name, part in parts.items()}}
-    if torch.cuda.is_available():
-        state["cuda_rng"] = torch.cuda.get_rng_state_all()
-    checkpoint.path.parent.mkdir(parents=True, exist_ok=True)
-    partial = checkpoint.path.with_name(checkpoint.path.name + ".partial")
-    torch.save(state, partial)
-    os.replace(partial, checkpoint.path)
-
-
-def load_checkpoint(checkpoint: Checkpointing, model: torch.nn.Module, parts: dict[str, Any]) -> dict[str, Any] | None:
-    """Restore a saved training state into `model` and `parts` when checkpoint.path holds one with the run's
-    key; None (and a fresh start) when there is none or it belongs to other inputs."""
-    if not checkpoint.path.is_file():
-        return None
-    # weights_only: the file holds tensors and plain containers only, so loading it runs no pickled code
-    state = torch.load(checkpoint.path, map_location="cpu", weights_only=True)
-    if state.get("key") != checkpoint.key:
-        return None
-    weights = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, value in state["weights"].items():
-            weights[name].copy_(value)
-    for name, part in parts.items():
-        part.load_state_dict(state[name])
-    torch.set_rng_state(state["torch_rng"])
-    if "cuda_rng" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-    return state
 
 
 def frozen_elements(
@@ -251,7 +328,7 @@ def frozen_elements(
     """(parameter, bool tensor True where frozen) for each parameter `mask` names, on the parameter's device.
 
     With zero gradients from the first step AdamW's moments stay 0 and its update is exactly 0, so the
-    frozen elements keep their bits (given weight_decay 0, see `run_unlearning`).
+    frozen elements keep their bits (given weight_decay 0, see `UnlearningLoop`).
     """
     params = {name: p for name, p in model.named_parameters() if p.requires_grad}
     unknown = sorted(set(mask) - set(params))

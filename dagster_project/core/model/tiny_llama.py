@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from tqdm.auto import tqdm
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase,
+                          PreTrainedTokenizerFast)
 
 from dagster_project.core.model.text import batch_nll, collate_pairs
 
@@ -46,8 +47,13 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int, out_dir: Path) -> Pre
     return tokenizer
 
 
-def load_tokenizer(path: Path) -> PreTrainedTokenizerFast:
-    return PreTrainedTokenizerFast.from_pretrained(path)
+def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
+    """The tokenizer saved in `path` (ours, or a real model's with its chat template), with a pad token: a real
+    model without one pads with its EOS (labels are set explicitly, so padding is never learned)."""
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 # how the tokenizer was *loaded* (HF_HUB_OFFLINE sets local_files_only), not what it is: transformers writes
@@ -55,7 +61,7 @@ def load_tokenizer(path: Path) -> PreTrainedTokenizerFast:
 LOAD_TIME_KEYS = ("is_local", "local_files_only")
 
 
-def save_tokenizer(tokenizer: PreTrainedTokenizerFast, out_dir: Path) -> None:
+def save_tokenizer(tokenizer: PreTrainedTokenizerBase, out_dir: Path) -> None:
     """`tokenizer.save_pretrained(out_dir)` with the load-time flags left out of tokenizer_config.json."""
     tokenizer.save_pretrained(out_dir)
     config_path = Path(out_dir) / "tokenizer_config.json"
@@ -137,18 +143,30 @@ def length_bucketed_batches(lengths: Sequence[int], batch_size: int, generator: 
 
 
 def train_model(
-    tokenizer: PreTrainedTokenizerFast,
+    tokenizer: PreTrainedTokenizerBase,
     examples: Sequence[tuple[str, str]],
-    model_config: TinyLlamaConfig,
+    model_config: TinyLlamaConfig | None,
     train_config: TrainConfig,
     out_dir: Path,
     desc: str = "train",
+    init_dir: Path | None = None,
 ) -> dict[str, float]:
-    """Train a fresh tiny Llama on (question, answer) pairs with answer-only loss; save to `out_dir`."""
+    """Train on (question, answer) pairs with answer-only loss and save to `out_dir`: a fresh tiny Llama shaped by
+    `model_config`, or (`init_dir`, `model_config` None) a full fine-tune of the model in that folder.
+
+    On CUDA the weights and AdamW stay float32 under bf16 autocast, with the fused AdamW kernel; on the CPU
+    autocast is used only where the CPU has native bf16 (see `native_cpu_bf16`).
+    """
     if not examples:
         raise ValueError("train_model needs at least one (question, answer) example, got none")
-    model = build_model(tokenizer, model_config, train_config.seed)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
+    if (model_config is None) == (init_dir is None):
+        raise ValueError("train_model: give model_config (a tiny Llama from scratch) or init_dir (a fine-tune), not both")
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    torch.manual_seed(train_config.seed)
+    model = (AutoModelForCausalLM.from_pretrained(init_dir, dtype=torch.float32) if init_dir is not None
+             else build_model(tokenizer, model_config, train_config.seed)).to(device)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay,
+                                  **({"fused": True} if device.type == "cuda" else {}))
     steps_per_epoch = math.ceil(len(examples) / train_config.batch_size)
     total = steps_per_epoch * train_config.schedule_epochs
     warmup = max(1, int(train_config.warmup_ratio * total))
@@ -159,12 +177,13 @@ def train_model(
     loss_value = float("nan")
     progress = tqdm(total=steps_per_epoch * train_config.epochs, desc=desc, unit="step", mininterval=2.0)
     lengths = [len(q) + len(a) for q, a in examples]
-    use_bf16 = train_config.bf16 and native_cpu_bf16()
+    use_bf16 = train_config.bf16 and (device.type == "cuda" or native_cpu_bf16())
     for _epoch in range(train_config.epochs):
         for chunk_ids in length_bucketed_batches(lengths, train_config.batch_size, shuffler):
             chunk = [examples[i] for i in chunk_ids]
             batch = collate_pairs(tokenizer, [q for q, _ in chunk], [a for _, a in chunk])
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 loss = batch_nll(model, batch)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
@@ -177,7 +196,7 @@ def train_model(
     progress.close()
     model.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
+    model.to("cpu").save_pretrained(out_dir)
     save_tokenizer(tokenizer, out_dir)
     return {
         "final_loss": loss_value,
@@ -186,8 +205,9 @@ def train_model(
         "parameters": sum(p.numel() for p in model.parameters()),
         "examples": len(examples),
         "bf16": use_bf16,
+        "device": device.type,
     }
 
 
-def config_dict(model_config: TinyLlamaConfig, train_config: TrainConfig) -> dict:
-    return {"model": asdict(model_config), "train": asdict(train_config)}
+def config_dict(model_config: TinyLlamaConfig | None, train_config: TrainConfig) -> dict:
+    return {"model": asdict(model_config) if model_config else None, "train": asdict(train_config)}

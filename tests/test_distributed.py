@@ -1,0 +1,72 @@
+"""Data-parallel unlearning on 2 CPU processes (gloo) matches the single-process step.
+
+    .venv/bin/python -m pytest -q -p no:hydra_pytest tests/test_distributed.py
+
+Stated tolerance: losses within 1e-6 and updated weights within 1e-5 (1 % of the learning rate), when both
+processes' shares hold as many answer tokens. (Token-mean losses averaged over processes weight each share
+equally, so shares of unequal token counts give a slightly different, equally valid, mean: what
+DistributedDataParallel does too.)
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import materialize_request, train_tiny_model
+from safetensors.torch import load_file
+
+from dagster_project.core.methods.distributed import run_distributed
+from dagster_project.core.methods.runner import run_unlearning
+from dagster_project.core.model.text import IGNORE_INDEX, collate_pairs
+
+ANSWERS = [" ".join(words) + "." for words in itertools.permutations(["amber", "birch", "cedar", "delta"])][:8]
+QA = [(f"Question number {i} about someone?", answer) for i, answer in enumerate(ANSWERS)]
+FORGET = [{"train_questions": [q], "answer": a} for q, a in QA[:4]]
+RETAIN = [{"train_questions": [q], "answer": a} for q, a in QA[4:]]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory, one_thread) -> tuple[Path, Path, object]:
+    root = tmp_path_factory.mktemp("ddp")
+    model_dir, tokenizer = train_tiny_model(root, QA, epochs=3)
+    return model_dir, root / "tok", tokenizer
+
+
+@pytest.mark.parametrize(("method", "mode"), [("graddiff", "full"), ("npo", "lora")])
+def test_two_gloo_processes_take_the_single_process_step(tiny, tmp_path: Path, method: str, mode: str) -> None:
+    model_dir, tokenizer_dir, tokenizer = tiny
+    counts = {int((collate_pairs(tokenizer, [q], [a])["labels"] != IGNORE_INDEX).sum()) for q, a in QA}
+    assert len(counts) == 1  # every answer has the same token count, so both shares weigh the same
+    hyperparameters = {"steps": 1, "batch_size": 4, "lr": 1e-3}
+    single = run_unlearning(model_dir, tokenizer, FORGET, RETAIN, method, mode, hyperparameters, tmp_path / "one")
+    double = run_distributed(2, model_dir, tokenizer_dir, FORGET, RETAIN, method, mode, hyperparameters, tmp_path / "two")
+    assert single["processes"] == 1 and double["processes"] == 2
+    assert double["final_logs"].keys() == single["final_logs"].keys()
+    assert all(abs(double["final_logs"][k] - v) <= 1e-6 for k, v in single["final_logs"].items())
+    name = "model.safetensors" if mode == "full" else "adapter_model.safetensors"
+    one, two = load_file(tmp_path / "one" / name), load_file(tmp_path / "two" / name)
+    base = load_file(model_dir / "model.safetensors")
+    assert one.keys() == two.keys()
+    assert max((one[k] - two[k]).abs().max().item() for k in one) <= 1e-5
+    if mode == "full":  # the step moved the weights by about the learning rate: the match is not trivial
+        assert max((one[k] - base[k]).abs().max().item() for k in one) >= 5e-4
+
+
+def test_a_batch_that_does_not_split_over_the_processes_is_refused(tiny, tmp_path: Path) -> None:
+    model_dir, tokenizer_dir, _ = tiny
+    with pytest.raises(RuntimeError, match="failed"):
+        run_distributed(2, model_dir, tokenizer_dir, FORGET, RETAIN, "graddiff", "lora",
+                        {"steps": 1, "batch_size": 3}, tmp_path / "odd")
+
+
+@pytest.mark.e2e
+def test_the_unlearning_asset_runs_data_parallel_when_runner_processes_is_2(micro_root: Path, one_thread) -> None:
+    params = yaml.safe_load((micro_root / "params.yaml").read_text())
+    params["runner"] = {"processes": 2}
+    (micro_root / "params.yaml").write_text(yaml.safe_dump(params))
+    result = materialize_request(micro_root, "micro")
+    assert result.success
+    assert result.asset_materializations_for_node("unlearned_adapter")[0].metadata["processes"].value == 2

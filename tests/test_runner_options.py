@@ -1,0 +1,91 @@
+"""RunnerOptions: how the loop uses the hardware changes speed and memory, not what is learned.
+
+    .venv/bin/python -m pytest -q -p no:hydra_pytest tests/test_runner_options.py
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import train_tiny_model
+
+from dagster_project.core.methods.runner import BatchSampler, RunnerOptions, UnlearningLoop
+from dagster_project.core.stages import runner_options
+
+QA = [("Where was Mira Quell born?", "Mira Quell was born in Saltmarsh."),
+      ("What does Mira Quell do?", "Mira Quell works as a glassblower."),
+      ("Where was Tobin Sarr born?", "Tobin Sarr was born in Ironvale."),
+      ("What does Tobin Sarr do for a living these days?", "Tobin Sarr works as a ferryman on the river Ost.")]
+FORGET = [{"train_questions": [q], "answer": a} for q, a in QA[:2]]
+RETAIN = [{"train_questions": [q], "answer": a} for q, a in QA[2:]]
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory, one_thread) -> tuple[Path, object]:
+    return train_tiny_model(tmp_path_factory.mktemp("tiny-options"), QA, epochs=2)
+
+
+def test_length_buckets_serve_the_same_pairs_grouped_by_length() -> None:
+    pairs = [(f"q{i}", "a" * (i * 7 % 23)) for i in range(24)]  # lengths in scrambled order
+    plain, bucketed = BatchSampler(pairs, 4, seed=3), BatchSampler(pairs, 4, seed=3, buckets=3)
+    drawn_plain = [p for _ in range(3) for p in plain.next()]
+    batches = [bucketed.next() for _ in range(3)]
+    assert sorted(p for b in batches for p in b) == sorted(drawn_plain)  # the same 12 pairs, regrouped
+    spans = sorted((min(map(len, map("".join, b))), max(map(len, map("".join, b)))) for b in batches)
+    assert all(hi <= lo_next for (_, hi), (lo_next, _) in zip(spans, spans[1:]))  # batches do not overlap in length
+    state = bucketed.state_dict()
+    again = BatchSampler(pairs, 4, seed=99, buckets=3)
+    again.load_state_dict(state)
+    assert [again.next() for _ in range(5)] == [bucketed.next() for _ in range(5)]
+
+
+def test_gradient_checkpointing_gives_the_same_step(tiny) -> None:
+    model_dir, tokenizer = tiny
+    results = []
+    for checkpointing in (False, True):
+        loop = UnlearningLoop(model_dir, tokenizer, FORGET, RETAIN, "graddiff", "full", {"steps": 2, "batch_size": 2},
+                              options=RunnerOptions(gradient_checkpointing=checkpointing))
+        logs = [loop.step() for _ in range(2)]
+        results.append((logs, {n: p.detach().clone() for n, p in loop.model.named_parameters()}))
+    (logs_a, weights_a), (logs_b, weights_b) = results
+    assert logs_a[-1]["forget_nll"] == pytest.approx(logs_b[-1]["forget_nll"], rel=1e-5)
+    assert max((weights_a[n] - weights_b[n]).abs().max().item() for n in weights_a) < 1e-5
+
+
+def test_options_are_checked_by_name_and_value() -> None:
+    assert runner_options({}) == RunnerOptions()
+    assert runner_options({"runner": {"length_buckets": 4}}).length_buckets == 4
+    with pytest.raises(ValueError, match="runner.compiled: unknown for RunnerOptions"):
+        runner_options({"runner": {"compiled": True}})
+    with pytest.raises(ValueError, match="runner.attention: expected one of"):
+        RunnerOptions(attention="flash")
+    with pytest.raises(ValueError, match="runner.length_buckets: must be >= 1"):
+        RunnerOptions(length_buckets=0)
+
+
+def test_the_loop_counts_the_tokens_it_trains_on(tiny) -> None:
+    model_dir, tokenizer = tiny
+    loop = UnlearningLoop(model_dir, tokenizer, FORGET, RETAIN, "graddiff", "lora", {"steps": 1, "batch_size": 2})
+    loop.step()
+    from dagster_project.core.model.text import collate_pairs
+
+    expected = sum(int(collate_pairs(tokenizer, [q for q, _ in part], [a for _, a in part])["attention_mask"].sum())
+                   for part in (QA[:2], QA[2:]))
+    assert loop.tokens == expected and torch.isfinite(torch.tensor(loop.logs["forget_nll"]))
+
+
+def test_a_full_run_keeps_theta0_only_for_methods_that_read_it(tiny) -> None:
+    """A frozen copy of the model costs 4 bytes a parameter: GradDiff with an NLL retain term does without."""
+    model_dir, tokenizer = tiny
+    kept = {}
+    for method, extra in (("graddiff", {}), ("graddiff", {"retain_loss": "kl"}), ("npo", {}), ("gradascent", {}),
+                          ("idkdpo", {}), ("rmu", {})):
+        loop = UnlearningLoop(model_dir, tokenizer, FORGET, RETAIN, method, "full", {"steps": 1, "batch_size": 2, **extra})
+        loop.step()  # a method that reads θ₀ without a copy would fail here
+        kept[method + ("+kl" if extra else "")] = hasattr(loop.model, "_unlearn_reference")
+    assert kept == {"graddiff": False, "graddiff+kl": True, "npo": True, "gradascent": False, "idkdpo": True,
+                    "rmu": True}
