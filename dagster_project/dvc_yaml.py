@@ -12,6 +12,7 @@ over the request files, so DVC names them `<asset>@<request id>` in dvc.lock.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import yaml
@@ -84,7 +85,7 @@ def write_or_check(root: Path, params: dict, check: bool) -> bool:
     if check:
         return current == expected
     if current != expected:  # atomically: a DVC commit in a parallel run may be reading it
-        tmp = path.with_suffix(".yaml.tmp")
+        tmp = path.with_name(f".dvc.yaml.{os.getpid()}.tmp")  # one per process: runs of other requests write too
         tmp.write_text(expected)
         tmp.replace(path)
     return True

@@ -2,6 +2,8 @@
 
 import dagster as dg
 
+from dagster_project.defs.deployment import executor
+
 unlearn_request_job = dg.define_asset_job(
     "unlearn_request",
     # governance assets run in their own jobs (defs/governance.py): a gated-out candidate is not a failed run
@@ -9,4 +11,5 @@ unlearn_request_job = dg.define_asset_job(
     description="Corpus → validation → target/retain models → unlearning → evaluation → MLflow registration.",
 )
 
-defs = dg.Definitions(jobs=[unlearn_request_job], executor=dg.in_process_executor)
+# in-process on a laptop, a pod per step on a cluster (UNLEARN_DEPLOYMENT, defs/deployment.py)
+defs = dg.Definitions(jobs=[unlearn_request_job], executor=executor())

@@ -8,9 +8,12 @@ hashes, counts and numbers only.
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from filelock import FileLock
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -35,23 +38,72 @@ def tracking_uri(root: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / '.mlflow' / 'mlflow.db'}"
 
 
+LOCKED_ATTEMPTS = 8  # tries of one MLflow call while another process holds the embedded sqlite store's write lock
+
+
+class RetryingClient:
+    """An MlflowClient whose calls are retried, with backoff, when the embedded sqlite store answers "database
+    is locked": concurrent request runs (one process each) then queue for sqlite's single writer instead of
+    failing (MLflow's own tests meet the same error). The failed call's transaction was rolled back, so a
+    retry cannot apply anything twice. A server-backed store (PostgreSQL) never raises it."""
+
+    def __init__(self, client) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str):
+        attribute = getattr(self._client, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args, **kwargs):
+            for attempt in range(LOCKED_ATTEMPTS):
+                try:
+                    return attribute(*args, **kwargs)
+                except Exception as error:  # MlflowException or sqlalchemy's OperationalError, by message
+                    if "database is locked" not in str(error) or attempt == LOCKED_ATTEMPTS - 1:
+                        raise
+                    time.sleep(0.2 * 2 ** attempt)
+        return call
+
+
 def _client(root: Path):
-    """A client bound to this root's store; no global mlflow state (set_tracking_uri leaks into env)."""
+    """A client bound to this root's store; no global mlflow state (set_tracking_uri leaks into env).
+
+    The embedded sqlite store is switched to write-ahead logging once (a setting kept in the database file):
+    readers then never block the writer, and the writer queues instead of failing (RetryingClient)."""
     from mlflow import MlflowClient  # lazily: ~1.3 s to import
 
     uri = tracking_uri(root)
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    if not uri.startswith("sqlite:///"):
+        return RetryingClient(MlflowClient(tracking_uri=uri, registry_uri=uri))
+    database = Path(uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    # one process at a time creates and migrates a new store (MLflow's migrations are not concurrency-safe);
+    # the client's stores, made with it and on their first calls, create or migrate the schema
+    with FileLock(f"{database}.lock"):
+        with sqlite3.connect(database, timeout=30) as connection:
+            if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                connection.execute("PRAGMA journal_mode=WAL")
+        client = RetryingClient(MlflowClient(tracking_uri=uri, registry_uri=uri))
+        client.search_experiments(max_results=1)
+        client.search_registered_models(max_results=1)
+    return client
 
 
 def _experiment_id(client, root: Path, name: str = EXPERIMENT) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
+    from mlflow.exceptions import MlflowException
+
     # the embedded store keeps artifacts beside its database; a server decides for itself
     local = tracking_uri(root).startswith("sqlite:")
-    return client.create_experiment(name, artifact_location=(root / ".mlflow" / "artifacts").as_uri() if local else None)
+    try:
+        return client.create_experiment(name, artifact_location=(root / ".mlflow" / "artifacts").as_uri() if local else None)
+    except MlflowException as race:  # another request's run created it in between
+        if race.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return client.get_experiment_by_name(name).experiment_id
 
 
 def log_run(
@@ -111,7 +163,11 @@ def register_candidate(
     except MlflowException as error:
         if error.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
-        client.create_registered_model(model_name, description="Unlearned candidates of the target model")
+        try:
+            client.create_registered_model(model_name, description="Unlearned candidates of the target model")
+        except MlflowException as race:  # another request's run created it in between: the same outcome
+            if race.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
     version = client.create_model_version(model_name, source=f"{run.info.artifact_uri}/model", run_id=run_id, tags=tags)
     for key, value in version_metrics.items():
         client.set_model_version_tag(model_name, version.version, f"metric.{key}", f"{value:.6g}")
