@@ -117,4 +117,16 @@ def train_tiny_model(out: Path, qa: list[tuple[str, str]], num_layers: int = 1, 
     return out / "model", tokenizer
 
 
-__all__ = ["MICRO_PARAMS", "MICRO_REQUEST", "copy_request", "shutil", "train_tiny_model"]
+# two people, two facts each: the memorised toy data of the method and runner tests
+TWO_PEOPLE = [("Where was Mira Quell born?", "Mira Quell was born in Saltmarsh."),
+              ("What does Mira Quell do?", "Mira Quell works as a glassblower."),
+              ("Where was Tobin Sarr born?", "Tobin Sarr was born in Ironvale."),
+              ("What does Tobin Sarr do?", "Tobin Sarr works as a ferryman.")]
+
+
+def as_records(pairs: list[tuple[str, str]]) -> list[dict]:
+    """(question, answer) pairs as the QA records run_unlearning takes (one training phrasing each)."""
+    return [{"train_questions": [q], "answer": a} for q, a in pairs]
+
+
+__all__ = ["MICRO_PARAMS", "MICRO_REQUEST", "TWO_PEOPLE", "as_records", "copy_request", "shutil", "train_tiny_model"]

@@ -9,19 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import train_tiny_model
+from conftest import TWO_PEOPLE, as_records, train_tiny_model
 
 from dagster_project.core.attribution import random_mask
 from dagster_project.core.methods import runner
 from dagster_project.core.methods.runner import Checkpointing, run_unlearning
 from transformers import AutoModelForCausalLM
 
-QA = [("Where was Mira Quell born?", "Mira Quell was born in Saltmarsh."),
-      ("What does Mira Quell do?", "Mira Quell works as a glassblower."),
-      ("Where was Tobin Sarr born?", "Tobin Sarr was born in Ironvale."),
-      ("What does Tobin Sarr do?", "Tobin Sarr works as a ferryman.")]
-FORGET = [{"train_questions": [q], "answer": a} for q, a in QA[:2]]
-RETAIN = [{"train_questions": [q], "answer": a} for q, a in QA[2:]]
+QA = TWO_PEOPLE
+FORGET, RETAIN = as_records(QA[:2]), as_records(QA[2:])
 SNAP_DATA = {  # SNAP's own samplers and SWD generator are part of the state a checkpoint must carry
     "negative": [{"instruction": "Tell me about Mira Quell.", "response": "I can't share that.",
                   "revealing": QA[0][1]},

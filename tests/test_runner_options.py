@@ -9,17 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import train_tiny_model
+from conftest import TWO_PEOPLE, as_records, train_tiny_model
 
 from dagster_project.core.methods.runner import BatchSampler, RunnerOptions, UnlearningLoop
 from dagster_project.core.stages import runner_options
 
-QA = [("Where was Mira Quell born?", "Mira Quell was born in Saltmarsh."),
-      ("What does Mira Quell do?", "Mira Quell works as a glassblower."),
-      ("Where was Tobin Sarr born?", "Tobin Sarr was born in Ironvale."),
-      ("What does Tobin Sarr do for a living these days?", "Tobin Sarr works as a ferryman on the river Ost.")]
-FORGET = [{"train_questions": [q], "answer": a} for q, a in QA[:2]]
-RETAIN = [{"train_questions": [q], "answer": a} for q, a in QA[2:]]
+QA = TWO_PEOPLE
+FORGET, RETAIN = as_records(QA[:2]), as_records(QA[2:])
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
