@@ -7,6 +7,8 @@ fine-tuned target/retain, and the same pipeline end to end on a chat-template mo
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -86,6 +88,7 @@ def test_the_pipeline_fine_tunes_a_chat_base_model_and_unlearns_it(micro_root: P
 
     params = yaml.safe_load((micro_root / "params.yaml").read_text())
     params["model"] = {"base": str(chat_dir)}
+    params["unlearn"]["npo"] = {"steps": 3, "batch_size": 4}
     (micro_root / "params.yaml").write_text(yaml.safe_dump(params))
     result = materialize_request(micro_root, "micro")
     assert result.success
@@ -101,6 +104,15 @@ def test_the_pipeline_fine_tunes_a_chat_base_model_and_unlearns_it(micro_root: P
 
     with pytest.raises(ValueError, match="model.hidden_size: a base model brings its own architecture"):
         base_model(layout, {**params, "model": {"base": str(chat_dir), "hidden_size": 64}})
+
+    # the real-model table runs on such a root, against its retain model (SNAP needs hard positives that this
+    # barely trained micro model cannot answer: covered by tests/test_snap.py)
+    table = subprocess.run([sys.executable, "bench/real_table.py", "--root", str(micro_root), "--methods", "graddiff",
+                            "npo", "--no-write"],
+                           cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=600)
+    assert table.returncode == 0, table.stderr[-2000:]
+    rows = [line.split("|")[1].strip() for line in table.stdout.splitlines() if line.startswith("| ")][1:]  # header
+    assert rows == ["target", "retain", "graddiff", "npo", "wagle 0.95 + npo"]
 
 
 @pytest.mark.e2e

@@ -85,6 +85,9 @@ class SNAP(IdkDPO):
         negative = [(r["instruction"], r["response"]) for r in data["negative"]]
         self.revealing = {r["instruction"]: r["revealing"] for r in data["negative"]}  # for 'dpo'
         hard = [(r["question"], r["answer"]) for r in data["hard_positives"]]
+        if not hard:
+            raise ValueError("SNAP: no hard positives (retained people like the forgotten ones, answered correctly by "
+                             "θ₀): the target model knows too little of its retain set to protect it")
         size, seed = self.config.batch_size, self.config.seed
         self.negative = BatchSampler(negative, size, seed + 2)  # the runner's forget and retain use seed, seed + 1
         self.hard_positive = BatchSampler(hard, size, seed + 3)
