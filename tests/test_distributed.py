@@ -1,11 +1,11 @@
-"""Data-parallel unlearning on 2 CPU processes (gloo) matches the single-process step.
+"""Data-parallel unlearning (replicated or FSDP-sharded) on 2 CPU processes (gloo) matches one process.
 
     .venv/bin/python -m pytest -q -p no:hydra_pytest tests/test_distributed.py
 
-Stated tolerance: losses within 1e-6 and updated weights within 1e-5 (1 % of the learning rate), when both
-processes' shares hold as many answer tokens. (Token-mean losses averaged over processes weight each share
-equally, so shares of unequal token counts give a slightly different, equally valid, mean: what
-DistributedDataParallel does too.)
+Stated tolerance, for replicated and for FSDP-sharded processes: losses within 1e-6 and updated weights
+within 1e-5 (1 % of the learning rate), when both processes' shares hold as many answer tokens. (Token-mean
+losses averaged over processes weight each share equally, so shares of unequal token counts give a slightly
+different, equally valid, mean: what DistributedDataParallel does too.)
 """
 
 from __future__ import annotations
@@ -35,14 +35,19 @@ def tiny(tmp_path_factory: pytest.TempPathFactory, one_thread) -> tuple[Path, Pa
     return model_dir, root / "tok", tokenizer
 
 
-@pytest.mark.parametrize(("method", "mode"), [("graddiff", "full"), ("npo", "lora")])
-def test_two_gloo_processes_take_the_single_process_step(tiny, tmp_path: Path, method: str, mode: str) -> None:
+@pytest.mark.parametrize(("method", "mode", "sharding"), [("graddiff", "full", "none"), ("npo", "lora", "none"),
+                                                           ("npo", "full", "fsdp")])
+def test_two_gloo_processes_take_the_single_process_step(tiny, tmp_path: Path, method: str, mode: str,
+                                                         sharding: str) -> None:
+    """Replicated (gradients all-reduced) or sharded (FSDP2: weights, gradients, AdamW state and NPO's frozen θ₀
+    split over the processes, gathered to save): the same step as one process."""
     model_dir, tokenizer_dir, tokenizer = tiny
     counts = {int((collate_pairs(tokenizer, [q], [a])["labels"] != IGNORE_INDEX).sum()) for q, a in QA}
     assert len(counts) == 1  # every answer has the same token count, so both shares weigh the same
     hyperparameters = {"steps": 1, "batch_size": 4, "lr": 1e-3}
     single = run_unlearning(model_dir, tokenizer, FORGET, RETAIN, method, mode, hyperparameters, tmp_path / "one")
-    double = run_distributed(2, model_dir, tokenizer_dir, FORGET, RETAIN, method, mode, hyperparameters, tmp_path / "two")
+    double = run_distributed(2, model_dir, tokenizer_dir, FORGET, RETAIN, method, mode, hyperparameters, tmp_path / "two",
+                             options={"sharding": sharding})
     assert single["processes"] == 1 and double["processes"] == 2
     assert double["final_logs"].keys() == single["final_logs"].keys()
     assert all(abs(double["final_logs"][k] - v) <= 1e-6 for k, v in single["final_logs"].items())
@@ -53,6 +58,15 @@ def test_two_gloo_processes_take_the_single_process_step(tiny, tmp_path: Path, m
     assert max((one[k] - two[k]).abs().max().item() for k in one) <= 1e-5
     if mode == "full":  # the step moved the weights by about the learning rate: the match is not trivial
         assert max((one[k] - base[k]).abs().max().item() for k in one) >= 5e-4
+
+
+def test_sharding_needs_several_processes() -> None:
+    from dagster_project.core.methods.runner import RunnerOptions
+
+    with pytest.raises(ValueError, match="fsdp shards over processes; set runner.processes to 2 or more"):
+        RunnerOptions(sharding="fsdp")
+    with pytest.raises(ValueError, match="runner.sharding: expected one of"):
+        RunnerOptions(sharding="zero3", processes=2)
 
 
 def test_a_batch_that_does_not_split_over_the_processes_is_refused(tiny, tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ from dagster_project.core.model.tiny_llama import cosine_lr, save_tokenizer
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 MODES = ("lora", "full")
 ATTENTION = ("sdpa", "eager", "flash_attention_2")
+SHARDING = ("none", "fsdp")
 
 
 def pick_device() -> torch.device:
@@ -59,6 +60,9 @@ class RunnerOptions:
         default=1, metadata={"help": "draw this many batches at once and group them by length: less padding; 1 = off"})
     processes: int = field(
         default=1, metadata={"help": "data-parallel processes (one per GPU; gloo CPU processes without GPUs)"})
+    sharding: str = field(
+        default="none", metadata={"help": "none: every process holds the whole model (DDP's maths); fsdp: "
+                                          "weights, gradients and AdamW state sharded over the processes (FSDP2)"})
 
     def __post_init__(self) -> None:
         if self.attention not in ATTENTION:
@@ -67,6 +71,10 @@ class RunnerOptions:
             raise ValueError(f"runner.length_buckets: must be >= 1, got {self.length_buckets}")
         if self.processes < 1:
             raise ValueError(f"runner.processes: must be >= 1, got {self.processes}")
+        if self.sharding not in SHARDING:
+            raise ValueError(f"runner.sharding: expected one of {SHARDING}, got {self.sharding!r}")
+        if self.sharding == "fsdp" and self.processes < 2:
+            raise ValueError("runner.sharding: fsdp shards over processes; set runner.processes to 2 or more")
 
 
 class BatchSampler:
@@ -160,6 +168,13 @@ class UnlearningLoop:
         self.device = pick_device()
         self.model = prepare_model(model_dir, mode, self.config, self.device, lora_targets, options,
                                    keep_reference=self.method.uses_reference())
+        self.rank, self.world = _process_group()
+        self.sharded = options.sharding == "fsdp" and self.world > 1
+        if self.sharded:
+            if mask is not None:
+                raise ValueError("mask: a WAGLE weight mask needs whole weights on every process; use "
+                                 "runner.sharding: none (or LoRA targets) with a mask")
+            shard(self.model)  # parameters become DTensor shards: list them (and build AdamW) only afterwards
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.frozen = frozen_elements(self.model, mask) if mask is not None else []
         fully_frozen = {id(p) for p, elements in self.frozen if bool(elements.all())}
@@ -172,7 +187,6 @@ class UnlearningLoop:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimiser,
                                                            lambda s: cosine_lr(s, self.config.steps, warmup))
         size, seed, buckets = self.config.batch_size, self.config.seed, options.length_buckets
-        self.rank, self.world = _process_group()
         if size % self.world:
             raise ValueError(f"hyperparameters.batch_size: {size} does not split evenly over {self.world} processes")
         self.forget = BatchSampler(training_pairs(forget_records), size, seed, buckets)
@@ -203,7 +217,8 @@ class UnlearningLoop:
                 loss, self.logs = self.method.loss(self.model, forget, retain, **extra)
             (loss / self.config.grad_accum).backward()
         if self.world > 1:
-            average_gradients(self.trainable, self.world)
+            if not self.sharded:  # FSDP has reduce-scattered the gradients already
+                average_gradients(self.trainable, self.world)
             self.logs = average_logs(self.logs, self.world)
         torch.nn.utils.clip_grad_norm_(self.trainable, self.config.max_grad_norm)
         for param, elements in self.frozen:  # after clipping, before the step (METHODS.md §4): grad ⊙ mask
@@ -219,12 +234,24 @@ class UnlearningLoop:
         return not math.isfinite(self.logs["forget_nll"]) or self.logs["forget_nll"] > self.config.diverge_nll
 
     def save(self, out_dir: Path) -> None:
-        """An adapter folder (lora, base named relative to it) or a self-contained model folder (full)."""
+        """An adapter folder (lora, base named relative to it) or a self-contained model folder (full), written by
+        process 0; every process must call it (a sharded model is gathered first, a collective operation)."""
         self.model.eval()
-        out_dir.mkdir(parents=True, exist_ok=True)
         if hasattr(self.model, "_unlearn_reference"):
             del self.model._unlearn_reference
-        self.model.save_pretrained(out_dir)
+        state = None
+        if self.sharded:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            state = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+            if self.mode == "full" and getattr(self.model.config, "tie_word_embeddings", False):
+                # a tied head is the embedding: written once, as save_pretrained does from the model itself
+                head = self.model.get_output_embeddings()
+                state.pop(next(f"{n}.weight" for n, m in self.model.named_modules() if m is head), None)
+        if self.rank > 0:
+            return
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(out_dir, state_dict=state)
         if self.mode == "lora":
             make_adapter_portable(out_dir, self.model_dir)
         else:
@@ -236,6 +263,21 @@ def _process_group() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
+
+
+def shard(model: torch.nn.Module) -> None:
+    """FSDP2 (`fully_shard`): each decoder layer its own group, then the rest (embeddings, head) at the root;
+    a full-weight run's frozen θ₀ is sharded the same way. Every process then holds 1/N of the weights,
+    gradients and AdamW state; a layer's weights are gathered for its forward and backward only."""
+    from torch.distributed.fsdp import FSDPModule, fully_shard
+
+    # θ₀ first: it is a submodule of the model (an attribute), and must be its own root, gathered for its own
+    # forward, not inside the trained model's root group
+    for module in [*([model._unlearn_reference] if hasattr(model, "_unlearn_reference") else []), model]:
+        for layer in [m for m in module.modules() if type(m).__name__.endswith("DecoderLayer")]:
+            if not isinstance(layer, FSDPModule):
+                fully_shard(layer)
+        fully_shard(module)
 
 
 def average_gradients(params: Sequence[torch.nn.Parameter], world: int) -> None:
@@ -301,8 +343,7 @@ def run_unlearning(
             save_checkpoint(checkpoint, loop.model, loop.parts(), loop.steps_done, loop.logs)
     progress.close()
     seconds = time.perf_counter() - started
-    if loop.rank == 0:
-        loop.save(out_dir)
+    loop.save(out_dir)
     if checkpoint:  # the result is saved: nothing left to resume
         checkpoint.path.unlink(missing_ok=True)
     return {
