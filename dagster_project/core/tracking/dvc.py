@@ -23,10 +23,14 @@ LOCK_FILE = "dvc.lock"
 
 @contextmanager
 def _repo(root: Path) -> Iterator:
-    """An open DVC repo with the process inside it: DVC resolves stage targets against the cwd."""
+    """An open DVC repo with the process inside it: DVC resolves stage targets against the cwd.
+
+    One process at a time: runs of several requests commit, push and fetch in parallel, and DVC's own repo
+    lock gives up after a few seconds ("Unable to acquire lock"), so they queue on a file lock first."""
     from dvc.repo import Repo  # imported lazily: ~1 s, and only the tracking steps need it
 
-    with chdir(root):
+    (root / ".dvc" / "tmp").mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / ".dvc" / "tmp" / "unlearn-repo.lock")), chdir(root):
         repo = Repo(str(root))
         try:
             yield repo
@@ -49,10 +53,9 @@ def ensure_repo(root: Path, remote_url: str | None = None) -> None:
 
 def commit_stage(root: Path, stage: str) -> dict[str, str]:
     """`dvc commit -f <stage>`: hash deps/outs into dvc.lock and the cache; return {out path: md5}."""
-    with FileLock(str(root / ".dvc" / "tmp" / "unlearn-commit.lock")):
-        with _repo(root) as repo:
-            repo.commit(target=f"dvc.yaml:{stage}", force=True)
-    return locked_outs(root, stage)
+    with _repo(root) as repo:
+        repo.commit(target=f"dvc.yaml:{stage}", force=True)
+        return locked_outs(root, stage)  # read under the lock: another run's commit rewrites dvc.lock
 
 
 def locked_outs(root: Path, stage: str) -> dict[str, str]:
