@@ -8,7 +8,7 @@ Both loops train the same random-init Llama (speed does not depend on what the w
 synthetic forget/retain batches, GradDiff or NPO, LoRA or full weights:
 - ours: `UnlearningLoop.step()`, the code the pipeline runs (on CUDA: bf16 LoRA base / float32 full weights
   under bf16 autocast, SDPA attention, fused AdamW, NPO's cached θ₀ log-probs; `--compile`, `--buckets`,
-  `--checkpointing` switch on the RunnerOptions);
+  `--checkpointing`, `--padding-free`, `--attention` set the RunnerOptions);
 - naive: the textbook Hugging Face loop, float32 weights, eager attention, no autocast, `model(**batch).loss`,
   default AdamW, θ₀ recomputed every step for NPO (the adapter disabled for LoRA, a second copy for full).
 Tokens are the non-padding tokens of every batch a step trains on; both loops see the same ones, so the
@@ -32,7 +32,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from dagster_project.core.methods.runner import LORA_TARGETS, RunnerOptions, UnlearningLoop, pick_device
+from dagster_project.core.methods.runner import ATTENTION, LORA_TARGETS, RunnerOptions, UnlearningLoop, pick_device
 from dagster_project.core.model.text import collate_pairs
 from dagster_project.core.model.tiny_llama import train_tokenizer
 
@@ -156,12 +156,15 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="RunnerOptions.compile for our loop")
     parser.add_argument("--buckets", type=int, default=4, help="RunnerOptions.length_buckets for our loop")
     parser.add_argument("--checkpointing", action="store_true", help="RunnerOptions.gradient_checkpointing")
+    parser.add_argument("--padding-free", action="store_true", help="RunnerOptions.padding_free (packed batches)")
+    parser.add_argument("--attention", choices=ATTENTION, default="sdpa",
+                        help="RunnerOptions.attention for our loop (flash_attention_2: GPU, flash-attn installed)")
     parser.add_argument("--no-naive", action="store_true", help="time our loop only (e.g. memory of 8B)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
 
-    options = RunnerOptions(compile=args.compile, length_buckets=args.buckets,
-                            gradient_checkpointing=args.checkpointing)
+    options = RunnerOptions(compile=args.compile, length_buckets=args.buckets, attention=args.attention,
+                            gradient_checkpointing=args.checkpointing, padding_free=args.padding_free)
     steps_total = args.steps + args.warmup
     forget = synthetic_records(args.batch_size * steps_total, args.answer_words, seed=0)
     retain = synthetic_records(args.batch_size * steps_total * 2, args.answer_words, seed=1)

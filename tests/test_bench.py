@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def test_eval_speed_bench_prints_ratios(repo_root: Path) -> None:
     result = subprocess.run(
@@ -44,10 +46,11 @@ def test_wagle_cost_bench_prints_a_ratio_per_method(micro_root: Path, repo_root:
     assert "whole attribution stage" in result.stdout
 
 
-def test_train_throughput_bench_compares_both_loops_on_the_cpu(repo_root: Path) -> None:
+@pytest.mark.parametrize("options", [[], ["--padding-free", "--buckets", "1"]])
+def test_train_throughput_bench_compares_both_loops_on_the_cpu(repo_root: Path, options: list[str]) -> None:
     result = subprocess.run(
         [sys.executable, "bench/train_throughput.py", "--steps", "1", "--warmup", "1", "--batch-size", "2",
-         "--answer-words", "6", "--methods", "graddiff", "npo", "--modes", "lora", "--no-write"],
+         "--answer-words", "6", "--methods", "graddiff", "npo", "--modes", "lora", "--no-write", *options],
         cwd=repo_root, capture_output=True, text=True, timeout=300, check=True,
     )
     rows = [line.split() for line in result.stdout.splitlines() if " ratio " in line]

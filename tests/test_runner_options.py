@@ -11,7 +11,12 @@ import pytest
 import torch
 from conftest import TWO_PEOPLE, as_records, train_tiny_model
 
+from transformers import AutoModelForCausalLM
+
+from dagster_project.core.methods.rmu import capture_output
 from dagster_project.core.methods.runner import BatchSampler, RunnerOptions, UnlearningLoop
+from dagster_project.core.model.padding_free import PaddingFree, as_padded, pack, unpack
+from dagster_project.core.model.text import collate_pairs
 from dagster_project.core.stages import runner_options
 
 QA = TWO_PEOPLE
@@ -63,6 +68,13 @@ def test_options_are_checked_by_name_and_value() -> None:
         RunnerOptions(length_buckets=0)
 
 
+def test_flex_attention_is_refused_for_training_on_the_cpu(tiny) -> None:
+    model_dir, tokenizer = tiny
+    with pytest.raises(ValueError, match="flex_attention has no backward pass on the CPU"):
+        UnlearningLoop(model_dir, tokenizer, FORGET, RETAIN, "graddiff", "lora", {"steps": 1, "batch_size": 2},
+                       options=RunnerOptions(attention="flex_attention", padding_free=True))
+
+
 def test_the_loop_counts_the_tokens_it_trains_on(tiny) -> None:
     model_dir, tokenizer = tiny
     loop = UnlearningLoop(model_dir, tokenizer, FORGET, RETAIN, "graddiff", "lora", {"steps": 1, "batch_size": 2})
@@ -85,3 +97,51 @@ def test_a_full_run_keeps_theta0_only_for_methods_that_read_it(tiny) -> None:
         kept[method + ("+kl" if extra else "")] = hasattr(loop.model, "_unlearn_reference")
     assert kept == {"graddiff": False, "graddiff+kl": True, "npo": True, "gradascent": False, "idkdpo": True,
                     "rmu": True}
+
+
+def test_pack_and_unpack_invert_each_other_on_a_right_padded_batch() -> None:
+    ids = torch.tensor([[5, 6, 7], [8, 0, 0], [9, 4, 0]])
+    mask = (ids != 0).long()
+    packed, positions = pack(ids, mask)
+    assert packed.tolist() == [[5, 6, 7, 8, 9, 4]] and positions.tolist() == [[0, 1, 2, 0, 0, 1]]
+    hidden = torch.arange(6.0).view(1, 6, 1).repeat(1, 1, 2)  # (1, tokens, 2)
+    assert unpack(hidden, mask)[..., 0].tolist() == [[0, 1, 2], [3, 0, 0], [4, 5, 0]]
+    assert as_padded(unpack(hidden, mask), mask) is not None and as_padded(hidden, mask).shape == (3, 3, 2)
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager", "flex_attention"])  # flex: forward only on the CPU
+def test_a_padding_free_forward_packs_the_batch_and_gives_the_padded_logits(tiny, attention: str) -> None:
+    model_dir, tokenizer = tiny
+    batch = collate_pairs(tokenizer, [q for q, _ in QA], [a for _, a in QA])
+    real = batch["attention_mask"].bool()
+    assert not real.all()  # the batch has padding to leave out
+    model = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation=attention).eval()
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    with torch.no_grad():
+        padded = model(**inputs).logits
+        PaddingFree(model)
+        with capture_output(model.model.layers[0]) as caught:
+            packed = model(**inputs).logits
+    assert tuple(caught[0].shape[:2]) == (1, int(real.sum()))  # the network ran on the real tokens only
+    assert packed.shape == padded.shape and bool((packed[~real] == 0).all())
+    assert (packed[real] - padded[real]).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize(("method", "mode"), [("graddiff", "full"), ("npo", "lora"), ("rmu", "full")])
+def test_padding_free_training_takes_the_same_steps(tiny, method: str, mode: str) -> None:
+    """Same losses and, to float rounding, the same weights: only where the work is done changes (NPO and RMU
+    also run θ₀, the disabled adapter or the frozen copy, padding-free)."""
+    model_dir, tokenizer = tiny
+    results = []
+    for padding_free in (False, True):
+        loop = UnlearningLoop(model_dir, tokenizer, FORGET, RETAIN, method, mode, {"steps": 3, "batch_size": 2},
+                              options=RunnerOptions(padding_free=padding_free))
+        start = {n: p.detach().clone() for n, p in loop.model.named_parameters() if p.requires_grad}
+        logs = [loop.step() for _ in range(3)]
+        moved = {n: p.detach() - start[n] for n, p in loop.model.named_parameters() if p.requires_grad}
+        results.append((logs, moved))
+    (logs_a, moved_a), (logs_b, moved_b) = results
+    for a, b in zip(logs_a, logs_b):
+        assert a == pytest.approx(b, rel=1e-4, abs=1e-6)
+    largest = max(m.abs().max().item() for m in moved_a.values())
+    assert largest > 0 and max((moved_a[n] - moved_b[n]).abs().max().item() for n in moved_a) < 0.01 * largest

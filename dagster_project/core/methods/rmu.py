@@ -22,6 +22,7 @@ import torch
 
 from dagster_project.core.methods.base import MethodConfig, UnlearningMethod, reference_weights
 from dagster_project.core.methods.registry import register_method
+from dagster_project.core.model.padding_free import as_padded
 from dagster_project.core.model.text import token_nll
 
 MIDDLE = -1  # `layer` sentinel: resolved to num_layers // 2 once the model is known
@@ -75,7 +76,7 @@ def layer_forward(
     """Hidden states after decoder layer `layer` (batch, seq, hidden) and the logits (batch, seq, vocab)."""
     with capture_output(decoder_layers(model)[layer]) as caught:
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    return caught[0], logits
+    return as_padded(caught[0], batch["attention_mask"]), logits  # a padding-free pass captures them packed
 
 
 def masked_mse(hidden: torch.Tensor, target: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

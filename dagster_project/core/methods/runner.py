@@ -5,7 +5,7 @@
 `run_unlearning` drives an `UnlearningLoop` from start to saved result; benchmarks time its `step()`.
 On CUDA: LoRA runs hold the base weights in bf16, full runs keep float32 weights under bf16 autocast, AdamW
 uses its fused kernel, attention is PyTorch's SDPA; `RunnerOptions` adds gradient checkpointing,
-`torch.compile` and length-bucketed batches. The CPU path stays deterministic (float32, same bytes twice).
+`torch.compile`, length-bucketed and padding-free batches. The CPU path stays deterministic (float32, same bytes twice).
 """
 
 from __future__ import annotations
@@ -30,12 +30,13 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
 from dagster_project.core.methods.base import MethodConfig
 from dagster_project.core.methods.checkpoint import Checkpointing, load_checkpoint, save_checkpoint
 from dagster_project.core.methods.registry import get_method
+from dagster_project.core.model.padding_free import PaddingFree
 from dagster_project.core.model.text import collate_pairs
 from dagster_project.core.model.tiny_llama import cosine_lr, save_tokenizer
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 MODES = ("lora", "full")
-ATTENTION = ("sdpa", "eager", "flash_attention_2")
+ATTENTION = ("sdpa", "eager", "flash_attention_2", "flex_attention")
 SHARDING = ("none", "fsdp")
 
 
@@ -52,12 +53,16 @@ def training_pairs(records: Sequence[dict]) -> list[tuple[str, str]]:
 class RunnerOptions:
     """How the loop uses the hardware, not what it learns (params.yaml `runner:`); defaults suit the CPU."""
 
-    attention: str = field(default="sdpa", metadata={"help": "attn_implementation: sdpa | eager | flash_attention_2"})
+    attention: str = field(default="sdpa", metadata={
+        "help": "attn_implementation: sdpa | eager | flash_attention_2 (flash-attn installed) | flex_attention (GPU)"})
     gradient_checkpointing: bool = field(
         default=False, metadata={"help": "recompute activations in the backward pass: less memory, ~30 % more compute"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the model (the first steps pay for it)"})
     length_buckets: int = field(
         default=1, metadata={"help": "draw this many batches at once and group them by length: less padding; 1 = off"})
+    padding_free: bool = field(
+        default=False, metadata={"help": "pack each batch's real tokens into one row: no compute on padding "
+                                         "(core/model/padding_free.py; pays off with flash_attention_2)"})
     processes: int = field(
         default=1, metadata={"help": "data-parallel processes (one per GPU; gloo CPU processes without GPUs)"})
     sharding: str = field(
@@ -127,9 +132,13 @@ def prepare_model(model_dir: Path, mode: str, config: MethodConfig, device: torc
     # LoRA trains small adapters over frozen bf16 base weights on CUDA; a full run keeps float32 master weights
     # (bf16 AdamW updates lose the small steps unlearning takes) and gets its speed from autocast
     dtype = torch.bfloat16 if device.type == "cuda" and mode == "lora" else torch.float32
+    if options.attention == "flex_attention" and device.type == "cpu":
+        raise ValueError("runner.attention: flex_attention has no backward pass on the CPU in PyTorch; use sdpa there")
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation=options.attention).to(device)
     if options.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    if options.padding_free:
+        PaddingFree(model)  # hooks on the causal LM itself: a peft wrapper calls it, and deepcopy keeps them
     if mode == "lora":
         targets = list(lora_targets) if lora_targets else LORA_TARGETS
         lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0, target_modules=targets)

@@ -1,0 +1,76 @@
+"""Padding-free forward passes: a padded batch goes through the network as one row of its real tokens.
+
+Methods build right-padded (batch, seq) batches and read (batch, seq, vocab) logits (core/model/text.py).
+`PaddingFree(lm)` hooks a causal LM so that, for such a call, the real tokens of every row are packed into a
+single row whose position ids restart at 0 for each sequence, and the logits are scattered back to the padded
+shape (zeros at padding, which every loss masks out): methods see the tensors they saw before, and no layer
+computes on padding. Transformers reads restarting position ids as packed sequences
+(`masking_utils.find_packed_sequence_indices`, with no attention mask and no cache): flash_attention_2 then
+runs its variable-length kernel, sdpa and eager get a block-diagonal causal mask.
+
+What it buys depends on the attention kernel. Projections, MLPs and the LM head do no work on padding with
+any of them. flash_attention_2 also skips the attention between sequences; sdpa computes attention densely
+over the whole (tokens × tokens) block-diagonal mask, so there it pays in attention what it saves on padding
+(a win for short sequences in wide models, a loss for long sequences): measure with bench/train_throughput.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def pack(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1, tokens) ids of the real tokens of a right-padded batch, row after row, and their position ids
+    (0, 1, ... within each row): the packed form transformers recognises."""
+    real = attention_mask.bool()
+    positions = attention_mask.long().cumsum(dim=1) - 1
+    return input_ids[real].unsqueeze(0), positions[real].unsqueeze(0)
+
+
+def unpack(packed: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The inverse of `pack` for a (1, tokens, ...) output: (batch, seq, ...), zeros where `attention_mask` is 0.
+    Differentiable (a scatter), so gradients reach the packed activations."""
+    real = attention_mask.bool()
+    padded = packed.new_zeros((*attention_mask.shape, *packed.shape[2:]))
+    padded[real] = packed[0]
+    return padded
+
+
+def as_padded(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """A hidden state captured inside a forward pass (a layer hook) in the batch's padded shape, whether or
+    not that pass ran padding-free."""
+    if tuple(hidden.shape[:2]) == tuple(attention_mask.shape):
+        return hidden
+    return unpack(hidden, attention_mask)
+
+
+class PaddingFree:
+    """Forward hooks on a causal LM (`LlamaForCausalLM` and the like, under a peft wrapper or not) that run
+    padded keyword calls `lm(input_ids=..., attention_mask=...)` packed.
+
+    A call with no padding, with a cache (generation) or with positional inputs runs unchanged."""
+
+    def __init__(self, lm: torch.nn.Module) -> None:
+        self.masks: list[torch.Tensor | None] = []  # one per forward in progress (a θ₀ forward may nest)
+        lm.register_forward_pre_hook(self._pack, with_kwargs=True)
+        lm.register_forward_hook(self._unpack, with_kwargs=True)
+
+    def _pack(self, _lm: torch.nn.Module, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
+        mask = kwargs.get("attention_mask")
+        packable = (not args and kwargs.get("input_ids") is not None and mask is not None and mask.dim() == 2
+                    and kwargs.get("past_key_values") is None and not bool(mask.all()))
+        self.masks.append(mask if packable else None)
+        if not packable:
+            return args, kwargs
+        input_ids, position_ids = pack(kwargs["input_ids"], mask)
+        # no attention mask and no cache: the conditions under which transformers reads the packed layout
+        return args, {**kwargs, "input_ids": input_ids, "position_ids": position_ids, "attention_mask": None,
+                      "use_cache": False}
+
+    def _unpack(self, _lm: torch.nn.Module, _args: tuple, _kwargs: dict[str, Any], output: Any) -> Any:
+        mask = self.masks.pop()
+        if mask is not None:
+            output.logits = unpack(output.logits, mask)
+        return output
