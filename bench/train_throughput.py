@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from peft import LoraConfig, get_peft_model
@@ -62,6 +63,20 @@ def synthetic_records(count: int, answer_words: int, seed: int) -> list[dict]:
     return [{"train_questions": [" ".join(rng.choices(WORDS, k=12)) + "?"],
              "answer": " ".join(rng.choices(WORDS, k=rng.randint(answer_words * 3 // 4, answer_words * 5 // 4)))}
             for _ in range(count)]
+
+
+def save_random_llama(config_name: str, records: list[dict], model_dir: Path) -> tuple[Any, LlamaConfig, int]:
+    """A random-init Llama of shape `config_name` (bf16 on CUDA) and a tokenizer trained on `records`, saved to
+    `model_dir`; returns (tokenizer, config, parameter count)."""
+    tokenizer = train_tokenizer([t for r in records for t in (r["answer"], *r["train_questions"])], 400, model_dir)
+    config = LlamaConfig(**CONFIGS[config_name], max_position_embeddings=4096, bos_token_id=None,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    with torch.device(pick_device()):
+        model = LlamaForCausalLM(config)
+    parameters = sum(p.numel() for p in model.parameters())
+    model.to(torch.bfloat16 if torch.cuda.is_available() else torch.float32).save_pretrained(model_dir)
+    return tokenizer, config, parameters
 
 
 def peak_flops() -> float | None:
@@ -170,16 +185,7 @@ def main() -> None:
     retain = synthetic_records(args.batch_size * steps_total * 2, args.answer_words, seed=1)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = train_tokenizer([t for r in forget + retain for t in (r["answer"], *r["train_questions"])], 400,
-                                    Path(tmp) / "model")
-        config = LlamaConfig(**CONFIGS[args.config], max_position_embeddings=4096, bos_token_id=None,
-                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-        torch.manual_seed(0)
-        with torch.device(pick_device()):
-            model = LlamaForCausalLM(config)
-        parameters = sum(p.numel() for p in model.parameters())
-        model.to(torch.bfloat16 if torch.cuda.is_available() else torch.float32).save_pretrained(Path(tmp) / "model")
-        del model
+        tokenizer, config, parameters = save_random_llama(args.config, forget + retain, Path(tmp) / "model")
         sequence = statistics.mean(len(tokenizer(r["train_questions"][0] + " " + r["answer"])["input_ids"]) + 8
                                    for r in forget[:64])
         for mode in args.modes:
@@ -206,7 +212,8 @@ def main() -> None:
         table = "\n".join(f"| {m} | {mode} | {o:.0f} | {n:.0f} | {r:.2f}× | {'n/a' if u is None else f'{100 * u:.1f} %'} | "
                           f"{'n/a' if mem != mem else f'{mem:.1f}'} |" for m, mode, o, n, r, u, mem in rows)
         command = " ".join(["bench/train_throughput.py", *sys.argv[1:]])
-        write_section(f"{TITLE}, config {args.config}", f".venv/bin/python {command}",
+        variant = (", padding-free" if args.padding_free else "") + (f", {args.attention}" if args.attention != "sdpa" else "")
+        write_section(f"{TITLE}, config {args.config}{variant}", f".venv/bin/python {command}",
                       f"{parameters / 1e6:.1f} M parameters, {args.batch_size} forget + {args.batch_size} retain pairs "
                       f"per step (~{sequence:.0f} tokens each), {args.steps} timed steps after {args.warmup}; options "
                       f"{options}.\n\n| method | mode | ours (tokens/s) | naive HF loop (tokens/s) | speed-up | MFU | "

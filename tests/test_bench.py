@@ -56,3 +56,12 @@ def test_train_throughput_bench_compares_both_loops_on_the_cpu(repo_root: Path, 
     rows = [line.split() for line in result.stdout.splitlines() if " ratio " in line]
     assert [row[:2] for row in rows] == [["graddiff", "lora"], ["npo", "lora"]]
     assert all(float(row[3]) > 0 and float(row[6]) > 0 and "MFU n/a" in " ".join(row) for row in rows)
+
+
+def test_gpu_checks_pass_on_the_cpu(repo_root: Path) -> None:
+    """The device checks a GPU session runs first (bench/gpu_checks.sh) stay runnable: here their CPU path."""
+    result = subprocess.run([sys.executable, "bench/gpu_checks.py", "--methods", "npo", "--steps", "2"],
+                            cwd=repo_root, capture_output=True, text=True, timeout=600, check=True)
+    lines = [line for line in result.stdout.splitlines() if line.startswith(("ok  ", "FAIL"))]
+    assert len(lines) == 8 and all(line.startswith("ok") for line in lines)  # 4 checks x LoRA/full
+    assert "padding-free with sdpa takes the padded steps" in result.stdout
