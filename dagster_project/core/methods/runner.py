@@ -135,10 +135,11 @@ def prepare_model(model_dir: Path, mode: str, config: MethodConfig, device: torc
     if options.attention == "flex_attention" and device.type == "cpu":
         raise ValueError("runner.attention: flex_attention has no backward pass on the CPU in PyTorch; use sdpa there")
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation=options.attention).to(device)
-    if options.gradient_checkpointing and hasattr(model, "activation_checkpointing_enable"):
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    elif options.gradient_checkpointing:  # transformers before the rename (a GPU image's may be older than ours)
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if options.gradient_checkpointing:
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:  # transformers before the rename (a GPU image's may be older than ours)
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if options.padding_free:
         PaddingFree(model)  # hooks on the causal LM itself: a peft wrapper calls it, and deepcopy keeps them
     if mode == "lora":

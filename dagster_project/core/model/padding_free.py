@@ -10,8 +10,9 @@ runs its variable-length kernel, sdpa and eager get a block-diagonal causal mask
 
 What it buys depends on the attention kernel. Projections, MLPs and the LM head do no work on padding with
 any of them. flash_attention_2 also skips the attention between sequences; sdpa computes attention densely
-over the whole (tokens × tokens) block-diagonal mask, so there it pays in attention what it saves on padding
-(a win for short sequences in wide models, a loss for long sequences): measure with bench/train_throughput.py.
+over the whole (tokens × tokens) block-diagonal mask, so there it pays in attention what it saves on padding:
+on 2 CPU cores (tiny config, SDPA) a packed step was slower than a padded one (BENCHMARKS.md); measure a
+machine with `bench/train_throughput.py --padding-free`.
 """
 
 from __future__ import annotations
