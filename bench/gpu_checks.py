@@ -7,7 +7,7 @@ For GradDiff, NPO and RMU, LoRA and full weights, a few `UnlearningLoop` steps o
 - the losses are finite and the weights the runner promises train (on CUDA: a bf16 base under LoRA, float32
   full weights under autocast);
 - padding-free batches take the same steps as padded ones, with every attention kernel this machine has
-  (sdpa; on CUDA also flex_attention, and flash_attention_2 where flash-attn is installed), to the
+  (sdpa and eager; on CUDA also flex_attention, and flash_attention_2 where flash-attn is installed), to the
   precision's tolerance (float32 on the CPU, bf16 autocast on CUDA);
 - the result saves and loads back to a model whose logits are finite.
 Prints one line per check and exits 1 if any failed: the CUDA paths CI cannot run get checked in one call.
@@ -16,7 +16,6 @@ Prints one line per check and exits 1 if any failed: the CUDA paths CI cannot ru
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
 import sys
 import tempfile
@@ -26,19 +25,12 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from dagster_project.core.methods.runner import RunnerOptions, UnlearningLoop, pick_device
+from dagster_project.core.methods.runner import RunnerOptions, UnlearningLoop, pick_device, trainable_attention
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_throughput import save_random_llama, synthetic_records  # noqa: E402  (bench/ is a folder of scripts)
 
 METHODS = ("graddiff", "npo", "rmu")
-
-
-def kernels(device: torch.device) -> list[str]:
-    """The attention implementations this device can train with."""
-    if device.type != "cuda":
-        return ["sdpa"]  # flex attention has no CPU backward pass; flash-attn is CUDA only
-    return ["sdpa", "flex_attention"] + (["flash_attention_2"] if importlib.util.find_spec("flash_attn") else [])
 
 
 def train(model_dir: Path, tokenizer, forget: list[dict], retain: list[dict], method: str, mode: str, steps: int,
@@ -89,7 +81,7 @@ def main() -> None:
         model_dir = Path(tmp) / "model"
         tokenizer, _config, parameters = save_random_llama(args.config, forget + retain, model_dir)
         print(f"device {device}, config {args.config} ({parameters / 1e6:.1f} M parameters), kernels "
-              f"{kernels(device)}", flush=True)
+              f"{trainable_attention(device)}", flush=True)
         for mode in ("lora", "full"):
             for method in args.methods:
                 name = f"{method}/{mode}"
@@ -101,7 +93,7 @@ def main() -> None:
                 loop.save(out_dir)
                 del loop
                 report(f"{name} saves and loads back", loads_back(out_dir, model_dir, mode, device))
-                for attention in kernels(device):
+                for attention in trainable_attention(device):
                     packed, loop = train(model_dir, tokenizer, forget, retain, method, mode, args.steps,
                                          RunnerOptions(attention=attention, padding_free=True))
                     del loop

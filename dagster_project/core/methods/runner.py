@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib.util
 import json
 import math
 import os
@@ -42,6 +43,14 @@ SHARDING = ("none", "fsdp")
 
 def pick_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def trainable_attention(device: torch.device) -> list[str]:
+    """The `runner.attention` kernels that can train on `device`: PyTorch's flex attention has no backward pass
+    on the CPU, and flash_attention_2 needs CUDA and the flash-attn package."""
+    if device.type != "cuda":
+        return ["sdpa", "eager"]
+    return ["sdpa", "eager", "flex_attention"] + (["flash_attention_2"] if importlib.util.find_spec("flash_attn") else [])
 
 
 def training_pairs(records: Sequence[dict]) -> list[tuple[str, str]]:
@@ -132,8 +141,10 @@ def prepare_model(model_dir: Path, mode: str, config: MethodConfig, device: torc
     # LoRA trains small adapters over frozen bf16 base weights on CUDA; a full run keeps float32 master weights
     # (bf16 AdamW updates lose the small steps unlearning takes) and gets its speed from autocast
     dtype = torch.bfloat16 if device.type == "cuda" and mode == "lora" else torch.float32
-    if options.attention == "flex_attention" and device.type == "cpu":
-        raise ValueError("runner.attention: flex_attention has no backward pass on the CPU in PyTorch; use sdpa there")
+    if options.attention not in trainable_attention(device):
+        raise ValueError(f"runner.attention: {options.attention} cannot train on this machine ({device.type}); it has "
+                         f"{trainable_attention(device)} (flex attention has no CPU backward pass in PyTorch, "
+                         f"flash_attention_2 needs CUDA and flash-attn)")
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation=options.attention).to(device)
     if options.gradient_checkpointing:
         if hasattr(model, "activation_checkpointing_enable"):
