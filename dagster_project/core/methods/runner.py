@@ -50,7 +50,8 @@ def trainable_attention(device: torch.device) -> list[str]:
     on the CPU, and flash_attention_2 needs CUDA and the flash-attn package."""
     if device.type != "cuda":
         return ["sdpa", "eager"]
-    return ["sdpa", "eager", "flex_attention"] + (["flash_attention_2"] if importlib.util.find_spec("flash_attn") else [])
+    flash = ["flash_attention_2"] if importlib.util.find_spec("flash_attn") else []
+    return ["sdpa", "eager", "flex_attention", *flash]
 
 
 def training_pairs(records: Sequence[dict]) -> list[tuple[str, str]]:
