@@ -142,9 +142,10 @@ def prepare_model(model_dir: Path, mode: str, config: MethodConfig, device: torc
     # LoRA trains small adapters over frozen bf16 base weights on CUDA; a full run keeps float32 master weights
     # (bf16 AdamW updates lose the small steps unlearning takes) and gets its speed from autocast
     dtype = torch.bfloat16 if device.type == "cuda" and mode == "lora" else torch.float32
-    if options.attention not in trainable_attention(device):
+    available = trainable_attention(device)
+    if options.attention not in available:
         raise ValueError(f"runner.attention: {options.attention} cannot train on this machine ({device.type}); it has "
-                         f"{trainable_attention(device)} (flex attention has no CPU backward pass in PyTorch, "
+                         f"{available} (flex attention has no CPU backward pass in PyTorch, "
                          f"flash_attention_2 needs CUDA and flash-attn)")
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation=options.attention).to(device)
     if options.gradient_checkpointing:
