@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -13,6 +16,12 @@ from conftest import MICRO_PARAMS, materialize_request
 
 from dagster_project.cli import main as cli_main
 from dagster_project.core.audit.gates import Gates, check_gates, load_gates
+from dagster_project.core.audit.manifest import (
+    VerifyReport,
+    add_compute_check,
+    compute_environment,
+    pinned_compute_variables,
+)
 from dagster_project.core.data.io import read_json, read_jsonl
 from dagster_project.core.data.corpus import CorpusConfig, generate_corpus
 from dagster_project.core.layout import Layout, load_params
@@ -66,6 +75,37 @@ def governance_params() -> dict:
 
 
 @pytest.mark.e2e
+def test_the_compute_check_names_what_differs_and_never_fails() -> None:
+    now = compute_environment()
+    assert set(now) == {"cpu", "cpu_capability", "cpu_bf16", "threads", "torch", "gpu"}
+    assert now["threads"] >= 1 and now["cpu"] and now["cpu_capability"]  # e.g. "AVX512", "AVX2", "DEFAULT"
+    report = VerifyReport("models:/m/1")
+    add_compute_check(report, {"compute": now})
+    elsewhere = "AVX512" if now["cpu_capability"] == "AVX2" else "AVX2"
+    add_compute_check(report, {"compute": {**now, "cpu_capability": elsewhere, "cpu_bf16": not now["cpu_bf16"]}})
+    add_compute_check(report, {})  # a manifest written before the field existed
+    (same, _, same_detail), (other, _, other_detail), (old, _, old_detail) = report.checks
+    assert same == "compute environment matches the version's" and "same CPU" in same_detail
+    assert other == "compute environment differs from the version's"
+    assert other_detail.startswith(f"cpu_bf16: {not now['cpu_bf16']} -> {now['cpu_bf16']}; "
+                                   f"cpu_capability: {elsewhere} -> {now['cpu_capability']} (")
+    assert "not recorded" in old_detail and report.passed  # informational: never a failure
+
+
+def test_a_rebuild_is_pinned_to_the_versions_instruction_set_and_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    recorded = {**compute_environment(), "cpu_capability": "DEFAULT", "threads": 1}  # any CPU can run these
+    pinned = pinned_compute_variables(recorded)
+    assert pinned == {"ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1"} and pinned_compute_variables(None) == {}
+    child = subprocess.run([sys.executable, "-c", "import json; from dagster_project.core.audit.manifest import "
+                            "compute_environment; print(json.dumps(compute_environment()))"],
+                           env={**os.environ, **pinned}, capture_output=True, text=True, check=True)
+    assert json.loads(child.stdout) == recorded  # the child computes like the recorded version
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")  # what the user set wins
+    assert pinned_compute_variables(recorded) == {"ATEN_CPU_CAPABILITY": "default"}
+
+
 def test_promotion_gates_compliance_and_audit_over_two_requests(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                 one_thread, capsys: pytest.CaptureFixture,
                                                                 caplog: pytest.LogCaptureFixture) -> None:
@@ -122,6 +162,7 @@ def test_promotion_gates_compliance_and_audit_over_two_requests(tmp_path: Path, 
     v1 = client.get_model_version("micro-model", "1").tags
     assert v1["promotion"] == "passed" and json.loads(v1["seeds"]) == {"corpus": 0, "train": 0, "eval": 0, "unlearn": 0}
     assert len(v1["environment_sha256"]) == 64 and v1["git_commit"]
+    assert json.loads(v1["compute"]) == compute_environment()
 
     # re-materialising with unchanged inputs re-uses the version instead of registering a duplicate
     again = materialize_request(root, "req-a", ["evaluation", "registered_model"], instance=instance)
@@ -139,6 +180,7 @@ def test_promotion_gates_compliance_and_audit_over_two_requests(tmp_path: Path, 
     verified = output()
     assert "re-hash unlearned_adapter from DVC" in verified and "result: PASSED" in verified
     assert "[ok] re-run evaluation matches the recorded metrics" in verified and "FAIL" not in verified
+    assert "[ok] compute environment matches the version's: same CPU" in verified
 
     # request B forgets someone else, so its candidate still knows A's people: gated out, champion stays v1
     assert materialize_request(root, "req-b", instance=instance).success
@@ -248,4 +290,5 @@ def test_a_run_killed_during_training_reruns_to_exactly_one_version(micro_root: 
     reproduced = json.loads(capsys.readouterr().out)
     rebuilt = {c["check"] for c in reproduced["checks"] if c["ok"]}
     assert {"rebuilt target_model has the version's md5", "rebuilt unlearned_adapter has the version's md5",
-            "rebuilt request has the version's md5"} <= rebuilt and reproduced["passed"]
+            "rebuilt request has the version's md5", "compute environment matches the version's"} <= rebuilt
+    assert reproduced["passed"]

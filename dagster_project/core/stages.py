@@ -533,6 +533,7 @@ def run_registered_model(layout: Layout, params: dict[str, Any]) -> dict[str, An
         CARD_FILE,
         MANIFEST_FILE,
         MANIFEST_FORMAT,
+        compute_environment,
         environment_hash,
         manifest_sha256,
         model_card,
@@ -574,6 +575,7 @@ def run_registered_model(layout: Layout, params: dict[str, Any]) -> dict[str, An
         "wagle_mask_sha256": wagle.get("mask_sha256"), "hyperparameters": hyperparameters, "seeds": seeds,
         "eval": params["eval"], "params": {k: v for k, v in params.items() if k != "request"},
         "git_commit": git_commit(layout.root), "environment_sha256": environment_hash(),
+        "compute": compute_environment(),
     }
     # idempotent: the same request, artifacts, settings and metrics as an existing version re-use that version
     registration_key = fingerprint({k: manifest[k] for k in ("request", "artifacts", "metrics", "hyperparameters",
@@ -601,6 +603,7 @@ def run_registered_model(layout: Layout, params: dict[str, Any]) -> dict[str, An
                 "wagle_mask_sha256": wagle.get("mask_sha256", "none"), "forget_data": request.forget_data,
                 "subjects_sha256": manifest["request"]["subjects_sha256"], "split": request.split or "",
                 "seeds": json.dumps(seeds, sort_keys=True), "environment_sha256": manifest["environment_sha256"],
+                "compute": json.dumps(manifest["compute"], sort_keys=True),
                 "audit_manifest_sha256": manifest_sha256(layout.audit_dir / MANIFEST_FILE),
                 "gates_at_registration": "passed" if all(g.passed for g in gates) else "failed",
                 **{f"dvc_md5.{k}": v for k, v in md5s.items()}}

@@ -2,7 +2,8 @@
 
 The manifest (JSON, DVC-versioned beside the registry record, logged to the MLflow run with its SHA-256 as
 a version tag) chains what an auditor needs: request hash → dataset md5s → validation results → mask and
-adapter md5s → metrics, with code commit, seeds and an environment hash. Every md5 is DVC's, so each
+adapter md5s → metrics, with code commit, seeds, an environment hash and the compute environment (CPU, its
+instruction set, bf16, threads, GPU: what decides the last bits of a float result). Every md5 is DVC's, so each
 artifact can be re-fetched from the DVC cache or remote and re-hashed; `verify` does that, checks the
 MLflow tags and artifact against it, and re-runs the evaluation on the re-fetched bytes.
 """
@@ -13,6 +14,7 @@ import hashlib
 import importlib.metadata
 import json
 import math
+import os
 import platform
 import shutil
 import sys
@@ -35,6 +37,63 @@ def environment_hash() -> str:
                       if d.metadata["Name"])
     payload = json.dumps({"python": sys.version.split()[0], "machine": platform.machine(), "packages": packages})
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def compute_environment() -> dict[str, Any]:
+    """What decides the last bits of this machine's floating-point results, recorded so that an audit
+    re-run elsewhere can tell a hardware difference from a code or data one: the same code and data gave
+    the same target model on two AVX512-BF16 CPUs but different gradient-ascent runs (README, real table).
+    `cpu_bf16` is whether the CPU path trains under bf16 autocast (`native_cpu_bf16`)."""
+    import torch
+
+    from dagster_project.core.model.tiny_llama import native_cpu_bf16
+
+    return {"cpu": cpu_model_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu_bf16": native_cpu_bf16(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
+
+def cpu_model_name() -> str:
+    """/proc/cpuinfo's model name on Linux (platform.processor() is empty there), else platform's answer."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def compute_differences(recorded: dict[str, Any] | None, now: dict[str, Any]) -> list[str]:
+    """`key: recorded -> now` for each compute-environment field that differs (`recorded` None: a manifest
+    written before the field existed)."""
+    if recorded is None:
+        return ["not recorded in this version's manifest"]
+    return [f"{k}: {recorded.get(k)} -> {now[k]}" for k in sorted(now) if recorded.get(k) != now[k]]
+
+
+def pinned_compute_variables(recorded: dict[str, Any] | None) -> dict[str, str]:
+    """Environment variables that make torch in a child process compute like the version did, as far as
+    software can, except those the user set already. ATEN_CPU_CAPABILITY: ATen's vectorised kernels can be
+    told to use a lower instruction set than the CPU has (a higher one falls back to the CPU's), so an AVX2
+    version reproduces on an AVX512 machine; an AVX2 rebuild of an AVX512 demo version changed every trained
+    model's bytes (README). OMP_NUM_THREADS: the intra-op thread count changes how float sums round (torch
+caps it at this machine's cores, and the compute check then shows the difference)."""
+    if not recorded:
+        return {}
+    capability = {"NO AVX": "default", "Z VECTOR": "zvector"}.get(recorded["cpu_capability"],
+                                                                 recorded["cpu_capability"].lower())
+    pinned = {"ATEN_CPU_CAPABILITY": capability, "OMP_NUM_THREADS": str(recorded["threads"])}
+    return {k: v for k, v in pinned.items() if k not in os.environ}
+
+
+def add_compute_check(report: VerifyReport, manifest: dict[str, Any], now: dict[str, Any] | None = None) -> None:
+    """An informational line (never a failure): whether this machine (or `now`, a child process's
+    environment) computes like the version's did, so a metric or md5 mismatch further down can be read as
+    the hardware's or not."""
+    differences = compute_differences(manifest.get("compute"), now or compute_environment())
+    report.add("compute environment " + ("differs from" if differences else "matches") + " the version's", True,
+               "; ".join(differences) + " (bit-exact results are not expected across hardware: a mismatch below "
+               "may be the hardware's)" if differences else "same CPU, instruction set, bf16, threads and GPU")
 
 
 def manifest_sha256(path: Path) -> str:
@@ -64,7 +123,7 @@ Request file SHA-256 `{request['sha256']}`; subjects SHA-256 `{request['subjects
 Method `{request['method']}` ({request['mode']}), forget data `{request['forget_data']}`, WAGLE
 `{request['wagle']}`; hyper-parameters `{json.dumps(manifest['hyperparameters'], sort_keys=True)}`; seeds
 `{json.dumps(manifest['seeds'], sort_keys=True)}`; code `{manifest['git_commit']}`; environment
-`{manifest['environment_sha256'][:16]}`.
+`{manifest['environment_sha256'][:16]}`; compute `{json.dumps(manifest['compute'], sort_keys=True)}`.
 
 ## Metrics (against the target and retain models of this request)
 | metric | value |
@@ -178,6 +237,7 @@ def verify(root: Path, uri: str, rerun: bool = True) -> VerifyReport:
         manifest = fetch_manifest(root, info, work, report)
         if manifest is None:
             return report
+        add_compute_check(report, manifest)
         tag_md5s = {k.removeprefix("dvc_md5."): v for k, v in info.tags.items() if k.startswith("dvc_md5.")}
         disagree = sorted(k for k, v in manifest["artifacts"].items() if k in tag_md5s and tag_md5s[k] != v)
         report.add("MLflow md5 tags agree with the manifest", not disagree, ", ".join(disagree))

@@ -6,7 +6,9 @@ A fresh, empty store in a temporary folder gets only what the version's audit ma
 it ran with and its normalised request (read back from the DVC cache by md5). `dvc repro` then rebuilds
 corpus, tokenizer, target and retain models, datasets, unlearning and evaluation there with no cache to
 lean on, and every artifact's md5 and every metric is compared with the manifest. The CPU path is
-deterministic, so a faithful reproduction matches byte for byte.
+deterministic, so a faithful reproduction on the same hardware matches byte for byte. The rebuild runs
+with the version's ATen instruction set and thread count where the user has not set them
+(`pinned_compute_variables`), and the report says whether its compute environment is the version's.
 """
 
 from __future__ import annotations
@@ -25,10 +27,15 @@ import yaml
 from dagster_project.core.audit.manifest import (
     METRIC_TOLERANCE,
     VerifyReport,
+    add_compute_check,
     cache_object,
     fetch_manifest,
     metric_difference,
+    pinned_compute_variables,
 )
+
+_PRINT_COMPUTE = ("import json; from dagster_project.core.audit.manifest import compute_environment; "
+                  "print(json.dumps(compute_environment()))")
 
 
 def reproduce(root: Path, uri: str, write_dvc_yaml: Callable[[Path, dict[str, Any]], Any]) -> VerifyReport:
@@ -62,7 +69,11 @@ def reproduce(root: Path, uri: str, write_dvc_yaml: Callable[[Path, dict[str, An
         write_dvc_yaml(store, {**params, "request": request_file})
         layout = Layout(root=store, request_file=request_file)
         bin_dir = str(Path(sys.executable).parent)  # dvc.yaml's `unlearn stage ...` comes from this environment
-        env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "MLFLOW_TRACKING_URI": ""}
+        env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "MLFLOW_TRACKING_URI": "",
+               **pinned_compute_variables(manifest.get("compute"))}
+        rebuild_compute = subprocess.run([sys.executable, "-c", _PRINT_COMPUTE], env=env, capture_output=True,
+                                         text=True, check=True)
+        add_compute_check(report, manifest, json.loads(rebuild_compute.stdout))
         run = subprocess.run([str(Path(bin_dir) / "dvc"), "repro", STAGES["evaluation"].key(layout)], cwd=store,
                              env=env, capture_output=True, text=True, check=False)
         if not report.add("dvc repro rebuilt the request up to its evaluation", run.returncode == 0,
