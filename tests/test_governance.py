@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import dagster as dg
@@ -16,12 +13,8 @@ from conftest import MICRO_PARAMS, materialize_request
 
 from dagster_project.cli import main as cli_main
 from dagster_project.core.audit.gates import Gates, check_gates, load_gates
-from dagster_project.core.audit.manifest import (
-    VerifyReport,
-    add_compute_check,
-    compute_environment,
-    pinned_compute_variables,
-)
+from dagster_project.core.audit.compute import compute_environment, pinned_compute_variables, run_pinned
+from dagster_project.core.audit.manifest import VerifyReport, add_compute_check
 from dagster_project.core.data.io import read_json, read_jsonl
 from dagster_project.core.data.corpus import CorpusConfig, generate_corpus
 from dagster_project.core.layout import Layout, load_params
@@ -80,10 +73,10 @@ def test_the_compute_check_names_what_differs_and_never_fails() -> None:
     assert set(now) == {"cpu", "cpu_capability", "cpu_bf16", "threads", "torch", "gpu"}
     assert now["threads"] >= 1 and now["cpu"] and now["cpu_capability"]  # e.g. "AVX512", "AVX2", "DEFAULT"
     report = VerifyReport("models:/m/1")
-    add_compute_check(report, {"compute": now})
+    add_compute_check(report, {"compute": now}, now)
     elsewhere = "AVX512" if now["cpu_capability"] == "AVX2" else "AVX2"
-    add_compute_check(report, {"compute": {**now, "cpu_capability": elsewhere, "cpu_bf16": not now["cpu_bf16"]}})
-    add_compute_check(report, {})  # a manifest written before the field existed
+    add_compute_check(report, {"compute": {**now, "cpu_capability": elsewhere, "cpu_bf16": not now["cpu_bf16"]}}, now)
+    add_compute_check(report, {}, now)  # a manifest written before the field existed
     (same, _, same_detail), (other, _, other_detail), (old, _, old_detail) = report.checks
     assert same == "compute environment matches the version's" and "same CPU" in same_detail
     assert other == "compute environment differs from the version's"
@@ -92,16 +85,14 @@ def test_the_compute_check_names_what_differs_and_never_fails() -> None:
     assert "not recorded" in old_detail and report.passed  # informational: never a failure
 
 
-def test_a_rebuild_is_pinned_to_the_versions_instruction_set_and_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_rebuild_is_pinned_to_the_versions_instruction_set_and_threads(monkeypatch: pytest.MonkeyPatch,
+                                                                         tmp_path: Path) -> None:
     monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     recorded = {**compute_environment(), "cpu_capability": "DEFAULT", "threads": 1}  # any CPU can run these
     pinned = pinned_compute_variables(recorded)
     assert pinned == {"ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1"} and pinned_compute_variables(None) == {}
-    child = subprocess.run([sys.executable, "-c", "import json; from dagster_project.core.audit.manifest import "
-                            "compute_environment; print(json.dumps(compute_environment()))"],
-                           env={**os.environ, **pinned}, capture_output=True, text=True, check=True)
-    assert json.loads(child.stdout) == recorded  # the child computes like the recorded version
+    assert run_pinned(recorded, tmp_path)["compute"] == recorded  # the child computes like the recorded version
     monkeypatch.setenv("OMP_NUM_THREADS", "5")  # what the user set wins
     assert pinned_compute_variables(recorded) == {"ATEN_CPU_CAPABILITY": "default"}
 

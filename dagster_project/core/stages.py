@@ -528,12 +528,12 @@ def _validation_results(layout: Layout) -> dict[str, dict[str, Any]]:
 
 
 def run_registered_model(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
+    from dagster_project.core.audit.compute import compute_environment
     from dagster_project.core.audit.gates import check_gates, load_gates
     from dagster_project.core.audit.manifest import (
         CARD_FILE,
         MANIFEST_FILE,
         MANIFEST_FORMAT,
-        compute_environment,
         environment_hash,
         manifest_sha256,
         model_card,

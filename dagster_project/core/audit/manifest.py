@@ -14,7 +14,6 @@ import hashlib
 import importlib.metadata
 import json
 import math
-import os
 import platform
 import shutil
 import sys
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dagster_project.core.audit.compute import compute_differences, run_pinned
 from dagster_project.core.audit.gates import GateResult
 from dagster_project.core.data.io import md5_file
 
@@ -39,58 +39,11 @@ def environment_hash() -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def compute_environment() -> dict[str, Any]:
-    """What decides the last bits of this machine's floating-point results, recorded so that an audit
-    re-run elsewhere can tell a hardware difference from a code or data one: the same code and data gave
-    the same target model on two AVX512-BF16 CPUs but different gradient-ascent runs (README, real table).
-    `cpu_bf16` is whether the CPU path trains under bf16 autocast (`native_cpu_bf16`)."""
-    import torch
-
-    from dagster_project.core.model.tiny_llama import native_cpu_bf16
-
-    return {"cpu": cpu_model_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "cpu_bf16": native_cpu_bf16(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
-
-
-def cpu_model_name() -> str:
-    """/proc/cpuinfo's model name on Linux (platform.processor() is empty there), else platform's answer."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def compute_differences(recorded: dict[str, Any] | None, now: dict[str, Any]) -> list[str]:
-    """`key: recorded -> now` for each compute-environment field that differs (`recorded` None: a manifest
-    written before the field existed)."""
-    if recorded is None:
-        return ["not recorded in this version's manifest"]
-    return [f"{k}: {recorded.get(k)} -> {now[k]}" for k in sorted(now) if recorded.get(k) != now[k]]
-
-
-def pinned_compute_variables(recorded: dict[str, Any] | None) -> dict[str, str]:
-    """Environment variables that make torch in a child process compute like the version did, as far as
-    software can, except those the user set already. ATEN_CPU_CAPABILITY: ATen's vectorised kernels can be
-    told to use a lower instruction set than the CPU has (a higher one falls back to the CPU's), so an AVX2
-    version reproduces on an AVX512 machine; an AVX2 rebuild of an AVX512 demo version changed every trained
-    model's bytes (README). OMP_NUM_THREADS: the intra-op thread count changes how float sums round (torch
-caps it at this machine's cores, and the compute check then shows the difference)."""
-    if not recorded:
-        return {}
-    capability = {"NO AVX": "default", "Z VECTOR": "zvector"}.get(recorded["cpu_capability"],
-                                                                 recorded["cpu_capability"].lower())
-    pinned = {"ATEN_CPU_CAPABILITY": capability, "OMP_NUM_THREADS": str(recorded["threads"])}
-    return {k: v for k, v in pinned.items() if k not in os.environ}
-
-
-def add_compute_check(report: VerifyReport, manifest: dict[str, Any], now: dict[str, Any] | None = None) -> None:
-    """An informational line (never a failure): whether this machine (or `now`, a child process's
-    environment) computes like the version's did, so a metric or md5 mismatch further down can be read as
-    the hardware's or not."""
-    differences = compute_differences(manifest.get("compute"), now or compute_environment())
+def add_compute_check(report: VerifyReport, manifest: dict[str, Any], now: dict[str, Any]) -> None:
+    """An informational line (never a failure): whether `now`, the compute environment a re-run used,
+    computes like the version did, so a metric or md5 mismatch further down can be read as the hardware's
+    or not."""
+    differences = compute_differences(manifest.get("compute"), now)
     report.add("compute environment " + ("differs from" if differences else "matches") + " the version's", True,
                "; ".join(differences) + " (bit-exact results are not expected across hardware: a mismatch below "
                "may be the hardware's)" if differences else "same CPU, instruction set, bf16, threads and GPU")
@@ -226,7 +179,6 @@ def fetch_manifest(root: Path, info: Any, work: Path, report: VerifyReport) -> d
 def verify(root: Path, uri: str, rerun: bool = True) -> VerifyReport:
     """Re-fetch, re-hash and re-evaluate the registered version `uri` (models:/name@alias or /version)."""
     from dagster_project.core.layout import Layout
-    from dagster_project.core.stages import evaluate_for_request
     from dagster_project.core.tracking import mlflow_registry as registry
     from dagster_project.core.tracking.dvc import fetch
 
@@ -237,7 +189,6 @@ def verify(root: Path, uri: str, rerun: bool = True) -> VerifyReport:
         manifest = fetch_manifest(root, info, work, report)
         if manifest is None:
             return report
-        add_compute_check(report, manifest)
         tag_md5s = {k.removeprefix("dvc_md5."): v for k, v in info.tags.items() if k.startswith("dvc_md5.")}
         disagree = sorted(k for k, v in manifest["artifacts"].items() if k in tag_md5s and tag_md5s[k] != v)
         report.add("MLflow md5 tags agree with the manifest", not disagree, ", ".join(disagree))
@@ -270,7 +221,11 @@ def verify(root: Path, uri: str, rerun: bool = True) -> VerifyReport:
         if adapter_config.exists():  # a LoRA adapter names its base model's folder: point it at the rebuilt one
             config = json.loads(adapter_config.read_text())
             adapter_config.write_text(json.dumps({**config, "base_model_name_or_path": str(layout.target_model_dir)}))
-        metrics = evaluate_for_request(layout, {"eval": manifest["eval"]}, layout.unlearned_dir, use_cache=False)
+        child = run_pinned(manifest.get("compute"), work, evaluate={
+            "root": str(layout.root), "request_file": layout.request_file, "eval": manifest["eval"],
+            "model_dir": str(layout.unlearned_dir)})
+        add_compute_check(report, manifest, child["compute"])
+        metrics = child["metrics"]
         worst = max((metric_difference(metrics[k], v), k) for k, v in manifest["metrics"].items() if k in metrics)
         report.add(f"re-run evaluation matches the recorded metrics (|Δ| ≤ {METRIC_TOLERANCE:g})",
                    worst[0] <= METRIC_TOLERANCE, f"largest |Δ| {worst[0]:.2g} ({worst[1]}) over {len(manifest['metrics'])} metrics")

@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from dagster_project.core.audit.compute import pinned_compute_variables, run_pinned
 from dagster_project.core.audit.manifest import (
     METRIC_TOLERANCE,
     VerifyReport,
@@ -31,11 +32,7 @@ from dagster_project.core.audit.manifest import (
     cache_object,
     fetch_manifest,
     metric_difference,
-    pinned_compute_variables,
 )
-
-_PRINT_COMPUTE = ("import json; from dagster_project.core.audit.manifest import compute_environment; "
-                  "print(json.dumps(compute_environment()))")
 
 
 def reproduce(root: Path, uri: str, write_dvc_yaml: Callable[[Path, dict[str, Any]], Any]) -> VerifyReport:
@@ -71,9 +68,7 @@ def reproduce(root: Path, uri: str, write_dvc_yaml: Callable[[Path, dict[str, An
         bin_dir = str(Path(sys.executable).parent)  # dvc.yaml's `unlearn stage ...` comes from this environment
         env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "MLFLOW_TRACKING_URI": "",
                **pinned_compute_variables(manifest.get("compute"))}
-        rebuild_compute = subprocess.run([sys.executable, "-c", _PRINT_COMPUTE], env=env, capture_output=True,
-                                         text=True, check=True)
-        add_compute_check(report, manifest, json.loads(rebuild_compute.stdout))
+        add_compute_check(report, manifest, run_pinned(manifest.get("compute"), Path(tmp), env=env)["compute"])
         run = subprocess.run([str(Path(bin_dir) / "dvc"), "repro", STAGES["evaluation"].key(layout)], cwd=store,
                              env=env, capture_output=True, text=True, check=False)
         if not report.add("dvc repro rebuilt the request up to its evaluation", run.returncode == 0,
