@@ -89,12 +89,16 @@ def test_a_rebuild_is_pinned_to_the_versions_instruction_set_and_threads(monkeyp
                                                                          tmp_path: Path) -> None:
     monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    recorded = {**compute_environment(), "cpu_capability": "DEFAULT", "threads": 1}  # any CPU can run these
+    monkeypatch.delenv("UNLEARN_CPU_BF16", raising=False)
+    # any CPU can run these: the baseline kernels, one thread, float32 training
+    recorded = {**compute_environment(), "cpu_capability": "DEFAULT", "threads": 1, "cpu_bf16": False}
     pinned = pinned_compute_variables(recorded)
-    assert pinned == {"ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1"} and pinned_compute_variables(None) == {}
+    assert pinned == {"ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1", "UNLEARN_CPU_BF16": "0"}
+    assert pinned_compute_variables(None) == {}
+    assert "UNLEARN_CPU_BF16" not in pinned_compute_variables({**recorded, "cpu_bf16": True})
     assert run_pinned(recorded, tmp_path)["compute"] == recorded  # the child computes like the recorded version
     monkeypatch.setenv("OMP_NUM_THREADS", "5")  # what the user set wins
-    assert pinned_compute_variables(recorded) == {"ATEN_CPU_CAPABILITY": "default"}
+    assert pinned_compute_variables(recorded) == {"ATEN_CPU_CAPABILITY": "default", "UNLEARN_CPU_BF16": "0"}
 
 
 def test_promotion_gates_compliance_and_audit_over_two_requests(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -4,8 +4,8 @@ Floating-point results depend on more than code and data: the instruction set AT
 dispatch to, bf16 autocast, the thread count. Measured on the demo: a rebuild under ATen's AVX2 kernels of a
 version trained under AVX512 changed the target, retain and unlearned models' bytes (README, "Operating
 it"). A version's manifest records `compute_environment()`; `audit verify` re-evaluates and `audit
-reproduce` rebuilds in child processes pinned to the recorded instruction set and threads (`run_pinned`),
-and both report what still differs.
+reproduce` rebuilds in child processes pinned to the recorded instruction set, threads and (where it was
+off) bf16 (`run_pinned`), and both report what still differs.
 
     python -m dagster_project.core.audit.compute '{"out": "result.json"}'   # what run_pinned starts
 """
@@ -59,12 +59,15 @@ def pinned_compute_variables(recorded: dict[str, Any] | None) -> dict[str, str]:
     told to use a lower instruction set than the CPU has (a higher one falls back to the CPU's), so an AVX2
     version reproduces on an AVX512 machine; an AVX2 rebuild of an AVX512 demo version changed every trained
     model's bytes (README). OMP_NUM_THREADS: the intra-op thread count changes how float sums round (torch
-    caps it at this machine's cores, and the compute check then shows the difference)."""
+    caps it at this machine's cores, and the compute check then shows the difference). UNLEARN_CPU_BF16=0
+    when the version trained in float32 for want of native bf16 (`native_cpu_bf16`); the reverse, bf16 on
+    a CPU without it, cannot be pinned."""
     if not recorded:
         return {}
     capability = {"NO AVX": "default", "Z VECTOR": "zvector"}.get(recorded["cpu_capability"],
                                                                  recorded["cpu_capability"].lower())
-    pinned = {"ATEN_CPU_CAPABILITY": capability, "OMP_NUM_THREADS": str(recorded["threads"])}
+    pinned = {"ATEN_CPU_CAPABILITY": capability, "OMP_NUM_THREADS": str(recorded["threads"]),
+              **({} if recorded["cpu_bf16"] else {"UNLEARN_CPU_BF16": "0"})}
     return {k: v for k, v in pinned.items() if k not in os.environ}
 
 

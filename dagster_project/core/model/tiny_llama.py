@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -116,7 +117,12 @@ def build_model(tokenizer: PreTrainedTokenizerFast, config: TinyLlamaConfig, see
 
 
 def native_cpu_bf16() -> bool:
-    """True where the CPU multiplies bf16 natively; elsewhere autocast would emulate it slowly."""
+    """True where the CPU multiplies bf16 natively; elsewhere autocast would emulate it slowly.
+
+    UNLEARN_CPU_BF16=0 answers False on any CPU, so training runs in float32 as on a CPU without bf16: how
+    `audit reproduce` rebuilds such a CPU's version on a newer one (core/audit/compute.py)."""
+    if os.environ.get("UNLEARN_CPU_BF16") == "0":
+        return False
     return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
 
 
