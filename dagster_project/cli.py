@@ -426,13 +426,18 @@ def build_parser() -> argparse.ArgumentParser:
     compliance.add_argument("--name", help="registered model (default: params.yaml registry.model_name)")
     _with_json(compliance, cmd_compliance)
     audit = sub.add_parser("audit", help="audit registered versions").add_subparsers(dest="audit_command", required=True)
-    verify = audit.add_parser("verify", help="re-fetch every artifact of a version from DVC, re-hash it, check the "
-                              "manifest against MLflow and re-run the evaluation; exit 0 = verified")
+    pinned = ("Re-runs happen in child processes pinned to the version's compute environment (ATEN_CPU_CAPABILITY, "
+              "OMP_NUM_THREADS, UNLEARN_CPU_BF16, unless you set them); a line says what still differs.")
+    verify_help = ("re-fetch every artifact of a version from DVC, re-hash it, check the manifest against MLflow and "
+                   "re-run the evaluation; exit 0 = verified")
+    verify = audit.add_parser("verify", help=verify_help, description=f"Verify: {verify_help}. {pinned}")
     verify.add_argument("uri", help="models:/<name>@<alias> or models:/<name>/<version>")
     verify.add_argument("--no-rerun", action="store_true", help="hashes and tags only, skip re-running the evaluation")
     _with_json(verify, cmd_audit_verify)
-    reproduce = audit.add_parser("reproduce", help="re-create a version from scratch in a temporary store with "
-                                 "`dvc repro` (from its manifest's params and request) and compare every md5 and metric")
+    reproduce_help = ("re-create a version from scratch in a temporary store with `dvc repro` (from its manifest's "
+                      "params and request) and compare every md5 and metric")
+    reproduce = audit.add_parser("reproduce", help=reproduce_help,
+                                 description=f"Reproduce: {reproduce_help}. {pinned}")
     reproduce.add_argument("uri", help="models:/<name>@<alias> or models:/<name>/<version>")
     _with_json(reproduce, cmd_audit_reproduce)
     profile = sub.add_parser("profile", help="pipeline roots for other tiers (the real model)"

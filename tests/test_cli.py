@@ -19,6 +19,15 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture) -> None:
         assert command in out
 
 
+@pytest.mark.parametrize("command", ["verify", "reproduce"])
+def test_audit_help_names_the_pinned_variables(command: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["audit", command, "--help"])
+    assert exit_info.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert all(v in out for v in ("ATEN_CPU_CAPABILITY", "OMP_NUM_THREADS", "UNLEARN_CPU_BF16", "compute environment"))
+
+
 def test_stage_runs_core_function_and_prints_counts(micro_root: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["--root", str(micro_root), "stage", "tofu_like_corpus"]) == 0
     printed = json.loads(capsys.readouterr().out)
