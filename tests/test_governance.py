@@ -67,7 +67,6 @@ def governance_params() -> dict:
     return params
 
 
-@pytest.mark.e2e
 def test_the_compute_check_names_what_differs_and_never_fails() -> None:
     now = compute_environment()
     assert set(now) == {"cpu", "cpu_capability", "cpu_bf16", "threads", "torch", "gpu"}
@@ -101,6 +100,7 @@ def test_a_rebuild_is_pinned_to_the_versions_instruction_set_and_threads(monkeyp
     assert pinned_compute_variables(recorded) == {"ATEN_CPU_CAPABILITY": "default", "UNLEARN_CPU_BF16": "0"}
 
 
+@pytest.mark.e2e
 def test_promotion_gates_compliance_and_audit_over_two_requests(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                 one_thread, capsys: pytest.CaptureFixture,
                                                                 caplog: pytest.LogCaptureFixture) -> None:

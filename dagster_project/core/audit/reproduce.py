@@ -7,8 +7,8 @@ it ran with and its normalised request (read back from the DVC cache by md5). `d
 corpus, tokenizer, target and retain models, datasets, unlearning and evaluation there with no cache to
 lean on, and every artifact's md5 and every metric is compared with the manifest. The CPU path is
 deterministic, so a faithful reproduction on the same hardware matches byte for byte. The rebuild runs
-with the version's ATen instruction set and thread count where the user has not set them
-(`pinned_compute_variables`), and the report says whether its compute environment is the version's.
+with the version's ATen instruction set, thread count and (where it was off) bf16, unless the user set
+them (`pinned_compute_variables`), and the report says whether its compute environment is the version's.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def reproduce(root: Path, uri: str, write_dvc_yaml: Callable[[Path, dict[str, An
         bin_dir = str(Path(sys.executable).parent)  # dvc.yaml's `unlearn stage ...` comes from this environment
         env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "MLFLOW_TRACKING_URI": "",
                **pinned_compute_variables(manifest.get("compute"))}
-        add_compute_check(report, manifest, run_pinned(manifest.get("compute"), Path(tmp), env=env)["compute"])
+        add_compute_check(report, manifest, run_pinned(None, Path(tmp), env=env)["compute"])  # env is pinned already
         run = subprocess.run([str(Path(bin_dir) / "dvc"), "repro", STAGES["evaluation"].key(layout)], cwd=store,
                              env=env, capture_output=True, text=True, check=False)
         if not report.add("dvc repro rebuilt the request up to its evaluation", run.returncode == 0,
