@@ -9,7 +9,10 @@ For GradDiff, NPO and RMU, LoRA and full weights, a few `UnlearningLoop` steps o
 - padding-free batches take the same steps as padded ones, with every attention kernel this machine has
   (sdpa and eager; on CUDA also flex_attention, and flash_attention_2 where flash-attn is installed), to the
   precision's tolerance (float32 on the CPU, bf16 autocast on CUDA);
-- the result saves and loads back to a model whose logits are finite.
+- the result saves and loads back to a model whose logits are finite;
+- two identical runs (NPO/LoRA, GradDiff/full) train the same bytes: on the CPU by default; on CUDA the
+  default's gap is only reported, and UNLEARN_CUDA_DETERMINISTIC=1 (`training_device`) must close it, at a
+  cost in step time that is reported too.
 Prints one line per check and exits 1 if any failed: the CUDA paths CI cannot run get checked in one call.
 """
 
@@ -17,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
+import time
 import tempfile
 from pathlib import Path
 
@@ -25,7 +30,8 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from dagster_project.core.methods.runner import RunnerOptions, UnlearningLoop, pick_device, trainable_attention
+from dagster_project.core.methods.runner import RunnerOptions, UnlearningLoop, trainable_attention
+from dagster_project.core.model.tiny_llama import training_device
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_throughput import save_random_llama, synthetic_records  # noqa: E402  (bench/ is a folder of scripts)
@@ -38,6 +44,24 @@ def train(model_dir: Path, tokenizer, forget: list[dict], retain: list[dict], me
     loop = UnlearningLoop(model_dir, tokenizer, forget, retain, method, mode,
                           {"steps": steps, "batch_size": 4, "lr": 1e-4}, options=options)
     return [loop.step() for _ in range(steps)], loop
+
+
+def trained_weights(model_dir: Path, tokenizer, forget: list[dict], retain: list[dict], method: str, mode: str,
+                    steps: int) -> tuple[dict[str, torch.Tensor], float]:
+    """The trainable weights after `steps` steps, and the seconds the steps took (model loading excluded)."""
+    loop = UnlearningLoop(model_dir, tokenizer, forget, retain, method, mode,
+                          {"steps": steps, "batch_size": 4, "lr": 1e-4}, options=RunnerOptions())
+    started = time.perf_counter()
+    for _ in range(steps):
+        loop.step()
+    if loop.device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    return {n: p.detach().float().cpu() for n, p in loop.model.named_parameters() if p.requires_grad}, seconds
+
+
+def largest_gap(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    return max(float((a[n] - b[n]).abs().max()) for n in a)
 
 
 def promised_dtypes(loop: UnlearningLoop, mode: str) -> bool:
@@ -66,16 +90,17 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     args = parser.parse_args()
 
-    device = pick_device()
+    device = training_device()
     # bf16 autocast on CUDA rounds differently when the batch layout changes; float32 on the CPU does not
     tolerance = 3e-2 if device.type == "cuda" else 1e-4
     forget, retain = synthetic_records(64, 12, seed=0), synthetic_records(64, 12, seed=1)
     failures = 0
 
-    def report(name: str, ok: bool, detail: str = "") -> None:
+    def report(name: str, ok: bool | None, detail: str = "") -> None:  # ok None: a figure, not a check
         nonlocal failures
-        failures += not ok
-        print(f"{'ok  ' if ok else 'FAIL'} {name}{f'  ({detail})' if detail else ''}", flush=True)
+        failures += ok is False
+        print(f"{'note' if ok is None else 'ok  ' if ok else 'FAIL'} {name}{f'  ({detail})' if detail else ''}",
+              flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "model"
@@ -102,6 +127,27 @@ def main() -> None:
                            f"largest relative gap in the logs {gap:.1e}, tolerance {tolerance:.0e}")
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
+        for mode, method in (("lora", "npo"), ("full", "graddiff")):
+            method = method if method in args.methods else args.methods[0]
+            run = (model_dir, tokenizer, forget, retain, method, mode, args.steps)
+            (first, seconds), (second, _) = trained_weights(*run), trained_weights(*run)
+            gap = largest_gap(first, second)
+            name = f"{method}/{mode} twice"
+            if device.type != "cuda":
+                report(f"{name} trains the same bytes", gap == 0.0, f"largest weight difference {gap:.1e}")
+                continue
+            report(f"{name} by default", None, f"largest weight difference {gap:.1e}")
+            os.environ["UNLEARN_CUDA_DETERMINISTIC"] = "1"
+            try:
+                (first, strict_seconds), (second, _) = trained_weights(*run), trained_weights(*run)
+                gap = largest_gap(first, second)
+                report(f"{name} with UNLEARN_CUDA_DETERMINISTIC=1 trains the same bytes", gap == 0.0,
+                       f"largest weight difference {gap:.1e}; steps {strict_seconds / seconds:.2f}x the default's time")
+            except RuntimeError as error:  # strict mode names the op that has no deterministic CUDA kernel
+                report(f"{name} with UNLEARN_CUDA_DETERMINISTIC=1 runs", False, str(error).splitlines()[0][:300])
+            finally:
+                del os.environ["UNLEARN_CUDA_DETERMINISTIC"]
+                torch.use_deterministic_algorithms(False)
     print(f"{failures} check(s) failed" if failures else "all checks passed")
     sys.exit(1 if failures else 0)
 

@@ -33,9 +33,9 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from dagster_project.core.methods.runner import ATTENTION, LORA_TARGETS, RunnerOptions, UnlearningLoop, pick_device
+from dagster_project.core.methods.runner import ATTENTION, LORA_TARGETS, RunnerOptions, UnlearningLoop
 from dagster_project.core.model.text import collate_pairs
-from dagster_project.core.model.tiny_llama import train_tokenizer
+from dagster_project.core.model.tiny_llama import train_tokenizer, training_device
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_section  # noqa: E402  (bench/ is a folder of scripts, not a package)
@@ -72,7 +72,7 @@ def save_random_llama(config_name: str, records: list[dict], model_dir: Path) ->
     config = LlamaConfig(**CONFIGS[config_name], max_position_embeddings=4096, bos_token_id=None,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(0)
-    with torch.device(pick_device()):
+    with torch.device(training_device()):
         model = LlamaForCausalLM(config)
     parameters = sum(p.numel() for p in model.parameters())
     model.to(torch.bfloat16 if torch.cuda.is_available() else torch.float32).save_pretrained(model_dir)
@@ -96,7 +96,7 @@ class NaiveLoop:
 
     def __init__(self, model_dir: Path, tokenizer, forget: list[dict], retain: list[dict], method: str, mode: str,
                  batch_size: int) -> None:
-        self.device, self.tokenizer, self.method, self.mode = pick_device(), tokenizer, method, mode
+        self.device, self.tokenizer, self.method, self.mode = training_device(), tokenizer, method, mode
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
                                                           attn_implementation="eager").to(self.device)
         if mode == "lora":

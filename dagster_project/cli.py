@@ -427,7 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     _with_json(compliance, cmd_compliance)
     audit = sub.add_parser("audit", help="audit registered versions").add_subparsers(dest="audit_command", required=True)
     pinned = ("Re-runs happen in child processes pinned to the version's compute environment (ATEN_CPU_CAPABILITY, "
-              "OMP_NUM_THREADS, UNLEARN_CPU_BF16, unless you set them); a line says what still differs.")
+              "OMP_NUM_THREADS, UNLEARN_CPU_BF16, and on a GPU UNLEARN_CUDA_DETERMINISTIC, unless you set them); a "
+              "line says what still differs.")
     verify_help = ("re-fetch every artifact of a version from DVC, re-hash it, check the manifest against MLflow and "
                    "re-run the evaluation; exit 0 = verified")
     verify = audit.add_parser("verify", help=verify_help, description=f"Verify: {verify_help}. {pinned}")

@@ -25,7 +25,8 @@ def test_audit_help_names_the_pinned_variables(command: str, capsys: pytest.Capt
         main(["audit", command, "--help"])
     assert exit_info.value.code == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert all(v in out for v in ("ATEN_CPU_CAPABILITY", "OMP_NUM_THREADS", "UNLEARN_CPU_BF16", "compute environment"))
+    assert all(v in out for v in ("ATEN_CPU_CAPABILITY", "OMP_NUM_THREADS", "UNLEARN_CPU_BF16",
+                                  "UNLEARN_CUDA_DETERMINISTIC", "compute environment"))
 
 
 def test_stage_runs_core_function_and_prints_counts(micro_root: Path, capsys: pytest.CaptureFixture) -> None:

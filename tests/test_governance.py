@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -69,7 +70,8 @@ def governance_params() -> dict:
 
 def test_the_compute_check_names_what_differs_and_never_fails() -> None:
     now = compute_environment()
-    assert set(now) == {"cpu", "cpu_capability", "cpu_bf16", "threads", "torch", "gpu"}
+    assert set(now) == {"cpu", "cpu_capability", "cpu_bf16", "threads", "torch", "gpu", "cuda", "cudnn",
+                        "cuda_deterministic"}
     assert now["threads"] >= 1 and now["cpu"] and now["cpu_capability"]  # e.g. "AVX512", "AVX2", "DEFAULT"
     report = VerifyReport("models:/m/1")
     add_compute_check(report, {"compute": now}, now)
@@ -98,6 +100,35 @@ def test_a_rebuild_is_pinned_to_the_versions_instruction_set_and_threads(monkeyp
     assert run_pinned(recorded, tmp_path)["compute"] == recorded  # the child computes like the recorded version
     monkeypatch.setenv("OMP_NUM_THREADS", "5")  # what the user set wins
     assert pinned_compute_variables(recorded) == {"ATEN_CPU_CAPABILITY": "default", "UNLEARN_CPU_BF16": "0"}
+
+
+def test_a_version_trained_with_deterministic_cuda_kernels_is_rebuilt_with_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("UNLEARN_CUDA_DETERMINISTIC", "CUBLAS_WORKSPACE_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    on_gpu = {**compute_environment(), "gpu": "NVIDIA H200", "cuda": "12.8", "cudnn": 91000}
+    assert pinned_compute_variables({**on_gpu, "cuda_deterministic": True}).items() >= {
+        "UNLEARN_CUDA_DETERMINISTIC": "1", "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}.items()
+    assert "UNLEARN_CUDA_DETERMINISTIC" not in pinned_compute_variables({**on_gpu, "cuda_deterministic": False})
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")  # the other workspace setting torch accepts: kept
+    assert "CUBLAS_WORKSPACE_CONFIG" not in pinned_compute_variables({**on_gpu, "cuda_deterministic": True})
+
+
+def test_the_deterministic_switch_turns_on_torchs_strict_mode_on_cuda_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from dagster_project.core.model.tiny_llama import training_device
+
+    strict: list[bool] = []
+    monkeypatch.setattr(torch, "use_deterministic_algorithms", lambda mode, **_: strict.append(mode))
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    monkeypatch.setenv("UNLEARN_CUDA_DETERMINISTIC", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert training_device().type == "cpu" and strict == []  # the CPU path is deterministic as it is
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # what training_device decides on a GPU
+    assert training_device().type == "cuda" and strict == [True]
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    monkeypatch.setenv("UNLEARN_CUDA_DETERMINISTIC", "0")
+    assert training_device().type == "cuda" and strict == [True]  # off: no call
 
 
 @pytest.mark.e2e

@@ -25,14 +25,19 @@ def compute_environment() -> dict[str, Any]:
     """What decides the last bits of this machine's floating-point results, recorded so that an audit
     re-run elsewhere can tell a hardware difference from a code or data one (the real table re-run on
     another machine matched its target model but not its gradient-ascent runs: README).
-    `cpu_bf16` is whether the CPU path trains under bf16 autocast (`native_cpu_bf16`)."""
+    `cpu_bf16` is whether the CPU path trains under bf16 autocast (`native_cpu_bf16`). With a GPU (else
+    None): its name, the CUDA and cuDNN versions torch was built with (cuDNN holds one of SDPA's attention
+    kernels) and whether training runs with deterministic kernels (`training_device`)."""
     import torch
 
-    from dagster_project.core.model.tiny_llama import native_cpu_bf16
+    from dagster_project.core.model.tiny_llama import cuda_deterministic, native_cpu_bf16
 
+    gpu = torch.cuda.is_available()
     return {"cpu": cpu_model_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "cpu_bf16": native_cpu_bf16(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+            "gpu": torch.cuda.get_device_name() if gpu else None, "cuda": torch.version.cuda if gpu else None,
+            "cudnn": torch.backends.cudnn.version() if gpu else None,
+            "cuda_deterministic": cuda_deterministic() if gpu else None}
 
 
 def cpu_model_name() -> str:
@@ -61,13 +66,17 @@ def pinned_compute_variables(recorded: dict[str, Any] | None) -> dict[str, str]:
     model's bytes (README). OMP_NUM_THREADS: the intra-op thread count changes how float sums round (torch
     caps it at this machine's cores, and the compute check then shows the difference). UNLEARN_CPU_BF16=0
     when the version trained in float32 for want of native bf16 (`native_cpu_bf16`); the reverse, bf16 on
-    a CPU without it, cannot be pinned."""
+    a CPU without it, cannot be pinned. UNLEARN_CUDA_DETERMINISTIC=1 and cuBLAS's fixed workspace when the
+    version trained on CUDA with deterministic kernels (`training_device`): a GPU of another model or
+    driver may still round differently, and the compute check names it."""
     if not recorded:
         return {}
     capability = {"NO AVX": "default", "Z VECTOR": "zvector"}.get(recorded["cpu_capability"],
                                                                  recorded["cpu_capability"].lower())
     pinned = {"ATEN_CPU_CAPABILITY": capability, "OMP_NUM_THREADS": str(recorded["threads"]),
-              **({} if recorded["cpu_bf16"] else {"UNLEARN_CPU_BF16": "0"})}
+              **({} if recorded["cpu_bf16"] else {"UNLEARN_CPU_BF16": "0"}),
+              **({"UNLEARN_CUDA_DETERMINISTIC": "1", "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
+                 if recorded.get("cuda_deterministic") else {})}
     return {k: v for k, v in pinned.items() if k not in os.environ}
 
 

@@ -46,7 +46,7 @@ def add_compute_check(report: VerifyReport, manifest: dict[str, Any], now: dict[
     differences = compute_differences(manifest.get("compute"), now)
     report.add("compute environment " + ("differs from" if differences else "matches") + " the version's", True,
                "; ".join(differences) + " (bit-exact results are not expected across hardware: a mismatch below "
-               "may be the hardware's)" if differences else "same CPU, instruction set, bf16, threads and GPU")
+               "may be the hardware's)" if differences else "same CPU, instruction set, bf16, threads, GPU and CUDA")
 
 
 def manifest_sha256(path: Path) -> str:

@@ -33,16 +33,12 @@ from dagster_project.core.methods.checkpoint import Checkpointing, load_checkpoi
 from dagster_project.core.methods.registry import get_method
 from dagster_project.core.model.padding_free import PaddingFree
 from dagster_project.core.model.text import collate_pairs
-from dagster_project.core.model.tiny_llama import cosine_lr, save_tokenizer
+from dagster_project.core.model.tiny_llama import cosine_lr, save_tokenizer, training_device
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 MODES = ("lora", "full")
 ATTENTION = ("sdpa", "eager", "flash_attention_2", "flex_attention")
 SHARDING = ("none", "fsdp")
-
-
-def pick_device() -> torch.device:
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
 def trainable_attention(device: torch.device) -> list[str]:
@@ -190,7 +186,7 @@ class UnlearningLoop:
         self.config = spec.config_cls.from_hyperparameters(hyperparameters)
         self.method = spec.method_cls(self.config)
         self.method.prepare(forget_records, retain_records, method_data)
-        self.device = pick_device()
+        self.device = training_device()
         self.model = prepare_model(model_dir, mode, self.config, self.device, lora_targets, options,
                                    keep_reference=self.method.uses_reference())
         self.rank, self.world = _process_group()

@@ -126,6 +126,29 @@ def native_cpu_bf16() -> bool:
     return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
 
 
+def cuda_deterministic() -> bool:
+    """UNLEARN_CUDA_DETERMINISTIC=1: train on CUDA with deterministic kernels (`training_device`)."""
+    return os.environ.get("UNLEARN_CUDA_DETERMINISTIC") == "1"
+
+
+def training_device() -> torch.device:
+    """CUDA where present, else the CPU, for every training loop here (fine-tunes, unlearning, release).
+
+    The CPU path is deterministic as it is. On CUDA, atomic-add kernels (flash and memory-efficient attention
+    backward, embedding backward) and cuBLAS's shared workspaces make two identical runs differ in the last
+    bits, and gradient ascent amplifies such bits (README, the real table). UNLEARN_CUDA_DETERMINISTIC=1
+    turns on torch's strict deterministic mode: those kernels take their deterministic paths, an op that has
+    none raises and names itself, and cuBLAS gets the fixed workspace torch requires (CUBLAS_WORKSPACE_CONFIG,
+    set here if absent; torch reads it at the process's first matmul, so export it beside the switch when
+    CUDA was used before training starts). The audit records the switch and pins it in its re-runs."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    if cuda_deterministic():
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    return torch.device("cuda")
+
+
 def cosine_lr(step: int, total_steps: int, warmup_steps: int) -> float:
     """Learning-rate multiplier: linear warm-up, then cosine decay to 0 at `total_steps`."""
     if step < warmup_steps:
@@ -167,7 +190,7 @@ def train_model(
         raise ValueError("train_model needs at least one (question, answer) example, got none")
     if (model_config is None) == (init_dir is None):
         raise ValueError("train_model: give model_config (a tiny Llama from scratch) or init_dir (a fine-tune), not both")
-    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    device = training_device()
     torch.manual_seed(train_config.seed)
     model = (AutoModelForCausalLM.from_pretrained(init_dir, dtype=torch.float32) if init_dir is not None
              else build_model(tokenizer, model_config, train_config.seed)).to(device)

@@ -29,12 +29,11 @@ from dagster_project.core.methods.npo import npo_loss
 from dagster_project.core.methods.runner import (
     LORA_TARGETS,
     BatchSampler,
-    pick_device,
     make_adapter_portable,
     training_pairs,
 )
 from dagster_project.core.model.text import batch_nll, collate_pairs, sequence_logprob
-from dagster_project.core.model.tiny_llama import save_tokenizer
+from dagster_project.core.model.tiny_llama import save_tokenizer, training_device
 from dagster_project.core.reveal.reveal import RevealConfig, RevealResult, reveal
 from dagster_project.core.reveal.scoring import Encoder
 
@@ -142,7 +141,7 @@ def release(target_dir: Path, tokenizer: PreTrainedTokenizerFast, subjects: Sequ
     if method not in OBJECTIVES:
         raise ValueError(f"method {method!r}: a reveal request's forget objective must be one of {', '.join(OBJECTIVES)}")
     objective = OBJECTIVES[method]
-    device = pick_device()
+    device = training_device()
     torch.manual_seed(config.seed)
     model = AutoModelForCausalLM.from_pretrained(target_dir, dtype=torch.bfloat16 if device.type == "cuda" else torch.float32).to(device)
     retain = training_pairs(retain_records)
