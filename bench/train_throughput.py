@@ -30,10 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import LoraConfig, get_peft_model
+from peft import get_peft_model
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from dagster_project.core.methods.runner import ATTENTION, LORA_TARGETS, RunnerOptions, UnlearningLoop
+from dagster_project.core.methods.runner import ATTENTION, RunnerOptions, UnlearningLoop
+from dagster_project.core.model.anatomy import lora_config
 from dagster_project.core.model.text import collate_pairs
 from dagster_project.core.model.tiny_llama import train_tokenizer, training_device
 
@@ -100,7 +101,7 @@ class NaiveLoop:
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
                                                           attn_implementation="eager").to(self.device)
         if mode == "lora":
-            self.model = get_peft_model(self.model, LoraConfig(r=8, lora_alpha=16, target_modules=LORA_TARGETS))
+            self.model = get_peft_model(self.model, lora_config(self.model, r=8, alpha=16))
         elif method == "npo":
             self.reference = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
                                                                   attn_implementation="eager").to(self.device).eval()

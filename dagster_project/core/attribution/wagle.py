@@ -31,6 +31,7 @@ import torch
 from safetensors.numpy import load_file, save_file
 from transformers import PreTrainedTokenizerFast
 
+from dagster_project.core.model.anatomy import adaptable_modules
 from dagster_project.core.model.text import batch_nll, collate_pairs
 
 __all__ = [
@@ -296,8 +297,8 @@ def lora_targets_from_attribution(
     WAGLE is defined on single weights, which LoRA cannot mask; the closest thing it can do is put its
     adapters where the attribution is. Rule: a module's mass is Σ|S| over its `.weight`; modules are taken
     in decreasing mass (ties by name) until their share of the total mass over all candidate modules
-    reaches `top_fraction` (at least one module). Candidates are the `torch.nn.Linear` modules with a scored
-    weight, except the output head (`get_output_embeddings`, tied to the embedding in our models). Raw
+    reaches `top_fraction` (at least one module). Candidates are the linear modules LoRA can adapt with a
+    scored weight (`adaptable_modules`: the output head excluded, it is tied to the embedding in our models). Raw
     mass, not mass per weight, so a wide MLP projection counts for the many weights it holds. `scores` and
     `model` are the plain base model's (attribute before wrapping it with peft, whose base weights are frozen).
     """
@@ -325,13 +326,11 @@ def random_lora_targets(scores: Mapping[str, torch.Tensor], model: torch.nn.Modu
 
 
 def _lora_candidate_mass(scores: Mapping[str, torch.Tensor], model: torch.nn.Module) -> dict[str, float]:
-    """Σ|S| of each candidate module: a `torch.nn.Linear` with a scored weight, except the output head."""
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    """Σ|S| of each candidate module: a module LoRA can adapt (`adaptable_modules`) with a scored weight."""
     mass = {name: float(scores[f"{name}.weight"].detach().float().abs().sum())
-            for name, module in model.named_modules()
-            if isinstance(module, torch.nn.Linear) and module is not head and f"{name}.weight" in scores}
+            for name in adaptable_modules(model) if f"{name}.weight" in scores}
     if not mass:
-        raise ValueError("no scored torch.nn.Linear module in the model: scores must name '<module>.weight' tensors")
+        raise ValueError("no scored linear module in the model: scores must name '<module>.weight' tensors")
     return mass
 
 

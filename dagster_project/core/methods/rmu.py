@@ -22,6 +22,7 @@ import torch
 
 from dagster_project.core.methods.base import MethodConfig, UnlearningMethod, reference_weights
 from dagster_project.core.methods.registry import register_method
+from dagster_project.core.model.anatomy import decoder_layers
 from dagster_project.core.model.padding_free import as_padded
 from dagster_project.core.model.text import token_nll
 
@@ -47,12 +48,6 @@ class RMUConfig(MethodConfig):
             raise ValueError(f"hyperparameters.layer: expected a layer index >= 0 or -1 (middle), got {self.layer}")
         if self.alpha < 0:
             raise ValueError(f"hyperparameters.alpha: must be >= 0, got {self.alpha}")
-
-
-def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
-    """The decoder blocks of a causal LM, seen through a peft wrapper if there is one."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return base.get_decoder().layers
 
 
 @contextmanager

@@ -24,18 +24,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import LoraConfig, get_peft_model
+from peft import get_peft_model
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
 
 from dagster_project.core.methods.base import MethodConfig
 from dagster_project.core.methods.checkpoint import Checkpointing, load_checkpoint, save_checkpoint
 from dagster_project.core.methods.registry import get_method
+from dagster_project.core.model.anatomy import lora_config
 from dagster_project.core.model.padding_free import PaddingFree
 from dagster_project.core.model.text import collate_pairs
 from dagster_project.core.model.tiny_llama import cosine_lr, save_tokenizer, training_device
 
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 MODES = ("lora", "full")
 ATTENTION = ("sdpa", "eager", "flash_attention_2", "flex_attention")
 SHARDING = ("none", "fsdp")
@@ -152,9 +152,7 @@ def prepare_model(model_dir: Path, mode: str, config: MethodConfig, device: torc
     if options.padding_free:
         PaddingFree(model)  # hooks on the causal LM itself: a peft wrapper calls it, and deepcopy keeps them
     if mode == "lora":
-        targets = list(lora_targets) if lora_targets else LORA_TARGETS
-        lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0, target_modules=targets)
-        model = get_peft_model(model, lora)
+        model = get_peft_model(model, lora_config(model, config.lora_r, config.lora_alpha, lora_targets))
     elif keep_reference:
         reference = copy.deepcopy(model).eval().requires_grad_(False)
         model._unlearn_reference = reference  # θ₀ for KL / NPO terms; LoRA gets it by disabling the adapter
@@ -170,7 +168,7 @@ class UnlearningLoop:
     `mask`: full mode only, parameter name -> bool tensor of its shape, True = trainable (a WAGLE mask from
     `dagster_project.core.attribution`); False elements stay bit-identical, unnamed parameters train fully.
     `lora_targets`: lora mode only, the modules to adapt (WAGLE's choice by attribution mass); default: every
-    projection of every layer (`LORA_TARGETS`).
+    linear map but the output head, whatever the architecture calls it (`default_lora_targets`).
     """
 
     def __init__(self, model_dir: Path, tokenizer: PreTrainedTokenizerBase, forget_records: Sequence[dict],

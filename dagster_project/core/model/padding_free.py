@@ -51,12 +51,14 @@ class PaddingFree:
     """Forward hooks on a causal LM (`LlamaForCausalLM` and the like, under a peft wrapper or not) that run
     padded keyword calls `lm(input_ids=..., attention_mask=...)` packed.
 
-    A call with no padding, with a cache (generation) or with positional inputs runs unchanged."""
+    A call with no padding, with a cache (generation) or with positional inputs runs unchanged. An architecture
+    whose packed rows would mix (`check_packing`) is refused when the hooks are put on."""
 
     def __init__(self, lm: torch.nn.Module) -> None:
         self.masks: list[torch.Tensor | None] = []  # one per forward in progress (a θ₀ forward may nest)
         lm.register_forward_pre_hook(self._pack, with_kwargs=True)
         lm.register_forward_hook(self._unpack, with_kwargs=True)
+        check_packing(lm)
 
     def _pack(self, _lm: torch.nn.Module, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
         mask = kwargs.get("attention_mask")
@@ -75,3 +77,38 @@ class PaddingFree:
         if mask is not None:
             output.logits = unpack(output.logits, mask)
         return output
+
+
+PACKING_TOLERANCE = 5e-2  # relative; bf16 rounding gives ~5e-3 (Llama, Qwen2, Phi-3, GPT-NeoX, Gemma), OPT ~0.35
+
+
+def check_packing(lm: torch.nn.Module) -> float | None:
+    """Refuse a model that does not keep packed sequences apart, else return the relative gap measured.
+
+    Not every architecture goes through transformers' packed-sequence detection: OPT, for one, derives its
+    learned positions from the attention mask, which packing drops, so its packed logits are wrong by a third
+    of their scale. So a hooked model runs a padded batch of two random sequences and each sequence alone
+    (no padding: the unhooked path), and their logits must agree to `PACKING_TOLERANCE` of their scale."""
+    parameter = next(lm.parameters())
+    if parameter.device.type == "cpu" and getattr(lm.config, "_attn_implementation", None) == "flex_attention":
+        # None: not checked. Flex attention cannot train on the CPU (no backward pass), and the extra shapes
+        # make Inductor recompile its CPU flex kernel with dynamic sizes, which fails to compile (torch 2.13)
+        return None
+    ids = torch.randint(3, lm.config.vocab_size, (2, 32), generator=torch.Generator().manual_seed(0))
+    ids = ids.to(parameter.device)
+    mask = torch.ones_like(ids)
+    mask[0, 16:] = 0  # the first sequence is 16 tokens, padded to the second's 32
+    was_training = lm.training
+    lm.eval()  # no dropout: the two layouts would draw different masks
+    with torch.no_grad():
+        packed = lm(input_ids=ids, attention_mask=mask).logits.float()
+        alone = [lm(input_ids=ids[i:i + 1, :n]).logits[0].float() for i, n in ((0, 16), (1, 32))]
+    lm.train(was_training)
+    gap = max(float((packed[0, :16] - alone[0]).abs().max()), float((packed[1] - alone[1]).abs().max()))
+    relative = gap / max(max(float(a.abs().max()) for a in alone), 1e-12)
+    if relative > PACKING_TOLERANCE:
+        raise ValueError(f"runner.padding_free: {type(lm).__name__} does not keep packed sequences apart (the logits of "
+                         f"a packed batch differ from each sequence run alone by {relative:.0%} of their scale; its "
+                         "positions or attention mask are not derived from restarting position ids); turn "
+                         "runner.padding_free off for this model")
+    return relative

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import LoraConfig, get_peft_model
+from peft import get_peft_model
 from peft.tuners.lora import LoraLayer
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
@@ -27,11 +27,11 @@ from dagster_project.core.data.snap import obliterated_pairs
 from dagster_project.core.methods.base import config_from_hyperparameters, reference_weights
 from dagster_project.core.methods.npo import npo_loss
 from dagster_project.core.methods.runner import (
-    LORA_TARGETS,
     BatchSampler,
     make_adapter_portable,
     training_pairs,
 )
+from dagster_project.core.model.anatomy import lora_config
 from dagster_project.core.model.text import batch_nll, collate_pairs, sequence_logprob
 from dagster_project.core.model.tiny_llama import save_tokenizer, training_device
 from dagster_project.core.reveal.reveal import RevealConfig, RevealResult, reveal
@@ -73,7 +73,7 @@ def olora_loss(model: torch.nn.Module, first: str = FORGET, second: str = RETAIN
 
 def with_modules(model: torch.nn.Module, config: ReleaseConfig) -> torch.nn.Module:
     """`model` wrapped with fresh forget and retain LoRA modules, both active and trainable."""
-    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0, target_modules=LORA_TARGETS)
+    lora = lora_config(model, config.lora_r, config.lora_alpha)
     peft_model = get_peft_model(model, lora, adapter_name=FORGET)
     peft_model.add_adapter(RETAIN, lora)
     peft_model.base_model.set_adapter([FORGET, RETAIN])  # both in every forward; set_adapter makes both trainable
