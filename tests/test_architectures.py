@@ -102,3 +102,35 @@ def test_padding_free_is_refused_where_packed_sequences_would_mix(architecture: 
     for _ in range(2):
         a, b = padded.step(), packed.step()
         assert all(abs(a[k] - b[k]) <= 1e-4 * max(abs(a[k]), 1.0) for k in a)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("method", ["npo", "rmu"])
+def test_the_pipeline_fine_tunes_and_unlearns_a_gpt2_base(micro_root: Path, method: str, one_thread) -> None:
+    """`model: {base: <folder>}` with GPT-2: no chat template, Conv1D maps, learned positions, blocks under
+    `transformer.h`. Target and retain fine-tune it, the method unlearns it under LoRA, evaluation scores the
+    three models and the registered adapter names GPT-2's own maps."""
+    import yaml
+    from conftest import materialize_request
+
+    from dagster_project.core.data.io import read_json
+    from dagster_project.core.layout import Layout, load_params
+    from dagster_project.core.model.tiny_llama import save_tokenizer
+
+    params = yaml.safe_load((micro_root / "params.yaml").read_text())
+    base = micro_root / "gpt2-base"
+    tokenizer = train_tokenizer([r["answer"] for r in RECORDS], 300, base)  # byte-level: covers any text
+    random_model("gpt2", tokenizer, base)
+    save_tokenizer(tokenizer, base)
+    params["model"] = {"base": str(base)}
+    params["unlearn"][method] = {**params["unlearn"].get(method, {}), "steps": 3, "batch_size": 4}
+    request = yaml.safe_load((micro_root / "data" / "requests" / "micro.yaml").read_text())
+    (micro_root / "data" / "requests" / "micro.yaml").write_text(yaml.safe_dump({**request, "method": method}))
+    (micro_root / "params.yaml").write_text(yaml.safe_dump(params))
+    assert materialize_request(micro_root, "micro").success
+    layout = Layout.from_params(micro_root, load_params(micro_root))
+    report = read_json(layout.eval_dir / "report.json")
+    assert set(report["models"]) == {"target", "retain", "unlearned"}
+    assert 0.0 <= report["models"]["unlearned"]["metrics"]["forget_quality"] <= 1.0
+    adapter = read_json(layout.unlearned_dir / "adapter_config.json")
+    assert adapter["target_modules"] == ["c_attn", "c_fc", "c_proj"] and adapter["fan_in_fan_out"] is True
