@@ -40,23 +40,21 @@ METHODS = ("graddiff", "npo", "rmu")
 
 
 def train(model_dir: Path, tokenizer, forget: list[dict], retain: list[dict], method: str, mode: str, steps: int,
-          options: RunnerOptions) -> tuple[list[dict[str, float]], UnlearningLoop]:
+          options: RunnerOptions) -> tuple[list[dict[str, float]], UnlearningLoop, float]:
+    """`steps` steps of a fresh loop: their logs, the loop, and the seconds the steps took (loading excluded)."""
     loop = UnlearningLoop(model_dir, tokenizer, forget, retain, method, mode,
                           {"steps": steps, "batch_size": 4, "lr": 1e-4}, options=options)
-    return [loop.step() for _ in range(steps)], loop
+    started = time.perf_counter()
+    logs = [loop.step() for _ in range(steps)]
+    if loop.device.type == "cuda":
+        torch.cuda.synchronize()
+    return logs, loop, time.perf_counter() - started
 
 
 def trained_weights(model_dir: Path, tokenizer, forget: list[dict], retain: list[dict], method: str, mode: str,
                     steps: int) -> tuple[dict[str, torch.Tensor], float]:
-    """The trainable weights after `steps` steps, and the seconds the steps took (model loading excluded)."""
-    loop = UnlearningLoop(model_dir, tokenizer, forget, retain, method, mode,
-                          {"steps": steps, "batch_size": 4, "lr": 1e-4}, options=RunnerOptions())
-    started = time.perf_counter()
-    for _ in range(steps):
-        loop.step()
-    if loop.device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - started
+    """The trainable weights after `steps` default-option steps, and the seconds the steps took."""
+    _logs, loop, seconds = train(model_dir, tokenizer, forget, retain, method, mode, steps, RunnerOptions())
     return {n: p.detach().float().cpu() for n, p in loop.model.named_parameters() if p.requires_grad}, seconds
 
 
@@ -110,7 +108,7 @@ def main() -> None:
         for mode in ("lora", "full"):
             for method in args.methods:
                 name = f"{method}/{mode}"
-                padded, loop = train(model_dir, tokenizer, forget, retain, method, mode, args.steps, RunnerOptions())
+                padded, loop, _ = train(model_dir, tokenizer, forget, retain, method, mode, args.steps, RunnerOptions())
                 finite = all(math.isfinite(v) for logs in padded for v in logs.values())
                 report(f"{name} finite losses", finite, f"forget_nll {padded[-1]['forget_nll']:.3f}")
                 report(f"{name} weight dtypes", promised_dtypes(loop, mode))
@@ -119,7 +117,7 @@ def main() -> None:
                 del loop
                 report(f"{name} saves and loads back", loads_back(out_dir, model_dir, mode, device))
                 for attention in trainable_attention(device):
-                    packed, loop = train(model_dir, tokenizer, forget, retain, method, mode, args.steps,
+                    packed, loop, _ = train(model_dir, tokenizer, forget, retain, method, mode, args.steps,
                                          RunnerOptions(attention=attention, padding_free=True))
                     del loop
                     gap = max(abs(a[k] - b[k]) / max(abs(a[k]), 1e-3) for a, b in zip(padded, packed) for k in a)

@@ -3,7 +3,7 @@
 The manifest (JSON, DVC-versioned beside the registry record, logged to the MLflow run with its SHA-256 as
 a version tag) chains what an auditor needs: request hash → dataset md5s → validation results → mask and
 adapter md5s → metrics, with code commit, seeds, an environment hash and the compute environment (CPU, its
-instruction set, bf16, threads, GPU: what decides the last bits of a float result). Every md5 is DVC's, so each
+instruction set, bf16, threads, GPU and its CUDA stack: what decides the last bits of a float result). Every md5 is DVC's, so each
 artifact can be re-fetched from the DVC cache or remote and re-hashed; `verify` does that, checks the
 MLflow tags and artifact against it, and re-runs the evaluation on the re-fetched bytes.
 """
