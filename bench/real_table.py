@@ -20,6 +20,7 @@ from pathlib import Path
 
 from dagster_project.core.eval.compare import markdown_table, run_methods
 from dagster_project.core.layout import Layout, load_params
+from dagster_project.core.stages import base_model_spec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_readme_block, write_section  # noqa: E402  (bench/ is a folder of scripts, not a package)
@@ -39,8 +40,9 @@ def main() -> None:
 
     root = args.root.resolve()
     params = load_params(root)
-    if "base" not in params["model"]:
-        parser.error(f"--root {args.root}: its params.yaml has no model.base; run `make real` (or `unlearn profile "
+    base = base_model_spec(params)
+    if base is None:
+        parser.error(f"--root {args.root}: its params.yaml names no real model (model.base); run `make real` (or `unlearn profile "
                      f"init real`) first")
     layout = Layout.from_params(root, params)
     references, runs = run_methods(layout, params, args.methods, args.seeds, "lora")
@@ -54,7 +56,7 @@ def main() -> None:
     corpus, train = params["corpus"], params["train"]
     command = (f".venv/bin/python bench/real_table.py --root {args.root} --seeds {' '.join(map(str, args.seeds))} "
                f"--methods {' '.join(args.methods)}")
-    body = (f"Base `{params['model']['base']}`, request `{layout.request_id}` ({len(args.seeds)} seed(s), LoRA); "
+    body = (f"Base `{base}`, request `{layout.request_id}` ({len(args.seeds)} seed(s), LoRA); "
             f"target and retain fine-tuned {train['epochs']} epochs at lr {train['lr']:g} on {corpus['n_people']} "
             f"people, {corpus['n_world_facts']} world facts, {corpus['n_real_world']} famous authors; "
             f"unlearning hyper-parameters from the profile's `unlearn:`.\n\n{table}")

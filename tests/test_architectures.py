@@ -88,6 +88,25 @@ def test_wagle_picks_lora_targets_among_gpt2_conv1d_modules(tokenizer, tmp_path:
     assert picked.target_modules == ["transformer.h.1.mlp.c_fc"] and picked.layers == [1]
 
 
+def test_snap_regularises_gpt2_conv1d_adapters_through_their_merged_weights(tokenizer, tmp_path: Path) -> None:
+    """SNAP's sliced-Wasserstein term reads each adapted layer's effective weight W₀ + ΔW. GPT-2's Conv1D
+    stores W as (in, out), so ΔW = B @ A must be transposed to line up with W₀: the effective weights the
+    term sees must be the weights that merging the trained adapter gives."""
+    from test_snap import FORGET, RETAIN  # people with attributes: SNAP's hard positives need them
+
+    from dagster_project.core.methods.swd import changed_weights
+
+    model_dir = random_model("gpt2", tokenizer, tmp_path / "gpt2")
+    loop = UnlearningLoop(model_dir, tokenizer, FORGET, RETAIN, "snap", "lora",
+                          {"steps": 3, "batch_size": 8, "lr": 1e-2, "neighbours": 1, "swd_directions": 8})
+    logs = [loop.step() for _ in range(3)]
+    assert all(math.isfinite(v) for step in logs for v in step.values()) and logs[-1]["swd"] > 0
+    effective = [w.detach().clone() for w, _w0 in changed_weights(loop.model, None)]
+    merged = adaptable_modules(loop.model.merge_and_unload())
+    assert len(effective) == len(merged) == 8
+    assert all(torch.allclose(w, m.weight.float(), atol=1e-6) for w, m in zip(effective, merged.values()))
+
+
 @pytest.mark.parametrize("architecture", ["llama", "gpt2", "opt"])
 def test_padding_free_is_refused_where_packed_sequences_would_mix(architecture: str, tokenizer,
                                                                   tmp_path: Path) -> None:
@@ -107,7 +126,7 @@ def test_padding_free_is_refused_where_packed_sequences_would_mix(architecture: 
 @pytest.mark.e2e
 @pytest.mark.parametrize("method", ["npo", "rmu"])
 def test_the_pipeline_fine_tunes_and_unlearns_a_gpt2_base(micro_root: Path, method: str, one_thread) -> None:
-    """`model: {base: <folder>}` with GPT-2: no chat template, Conv1D maps, learned positions, blocks under
+    """`model: {path: <folder>}` with GPT-2: no chat template, Conv1D maps, learned positions, blocks under
     `transformer.h`. Target and retain fine-tune it, the method unlearns it under LoRA, evaluation scores the
     three models and the registered adapter names GPT-2's own maps."""
     import yaml
@@ -122,7 +141,7 @@ def test_the_pipeline_fine_tunes_and_unlearns_a_gpt2_base(micro_root: Path, meth
     tokenizer = train_tokenizer([r["answer"] for r in RECORDS], 300, base)  # byte-level: covers any text
     random_model("gpt2", tokenizer, base)
     save_tokenizer(tokenizer, base)
-    params["model"] = {"base": str(base)}
+    params["model"] = {"path": str(base)}
     params["unlearn"][method] = {**params["unlearn"].get(method, {}), "steps": 3, "batch_size": 4}
     request = yaml.safe_load((micro_root / "data" / "requests" / "micro.yaml").read_text())
     (micro_root / "data" / "requests" / "micro.yaml").write_text(yaml.safe_dump({**request, "method": method}))

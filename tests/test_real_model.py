@@ -77,6 +77,23 @@ def test_base_model_specs_resolve_or_say_what_was_expected(chat_dir: Path, tmp_p
         base_model_dir("no/such/folder", tmp_path, tmp_path / ".cache")
 
 
+
+def test_params_name_the_real_model_once_and_the_tiny_model_by_known_keys(chat_dir: Path) -> None:
+    from dagster_project.core.stages import base_model_spec, tiny_model_config
+
+    assert base_model_spec({"model": {"base": "smollm2"}}) == "smollm2"
+    assert base_model_spec({"model": {"path": str(chat_dir)}}) == str(chat_dir)  # the spelling for a local folder
+    assert base_model_spec({"model": {"hidden_size": 64}}) is None
+    with pytest.raises(ValueError, match="model.base and model.path both given"):
+        base_model_spec({"model": {"base": "smollm2", "path": str(chat_dir)}})
+    with pytest.raises(ValueError, match="model.path 'smollm2': model.path is for a local folder; write model.base"):
+        base_model_spec({"model": {"path": "smollm2"}})
+    with pytest.raises(ValueError, match="model.num_layers: a base model brings its own architecture; give model.path"):
+        base_model_spec({"model": {"path": str(chat_dir), "num_layers": 2}})
+    assert tiny_model_config({"model": {"hidden_size": 64, "num_layers": 2}}).hidden_size == 64
+    with pytest.raises(ValueError, match="model.hiden_size: no such setting; the tiny Llama takes hidden_size, "):
+        tiny_model_config({"model": {"hiden_size": 64}})
+
 @pytest.mark.e2e
 def test_the_pipeline_fine_tunes_a_chat_base_model_and_unlearns_it(micro_root: Path, chat_dir: Path, one_thread) -> None:
     """`model: {base: <folder>}`: the tokenizer is the base's (template included), target and retain are

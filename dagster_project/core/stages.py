@@ -14,15 +14,19 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dagster_project.core.data import corpus as corpus_lib
 from dagster_project.core.data.datasets import build_forget_set, build_retain_set, resolve_subjects
 from dagster_project.core.data.io import fingerprint, md5_file, read_json, read_jsonl, sha256_text, weights_md5, write_json, write_jsonl
 from dagster_project.core.data.request import ForgetRequest, load_request, request_to_dict
 from dagster_project.core.layout import Layout
+from dagster_project.core.model.base import BUNDLED, base_model_dir
+
+if TYPE_CHECKING:  # torch is imported by the stages that train, not by every stage
+    from dagster_project.core.model.tiny_llama import TinyLlamaConfig
 
 # bump when the code behind a content-hash cache changes what it would produce
 MODEL_CACHE_VERSION = "2"  # tiny-Llama training (2: tokenizer_config.json without load-time flags)
@@ -99,19 +103,45 @@ def run_retain_set(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
     return {"records": len(records), "subjects": len({r["person_id"] for r in records}), "md5": md5_file(layout.retain_set)}
 
 
+def base_model_spec(params: dict[str, Any]) -> str | None:
+    """What params `model` names as the real model to fine-tune: `model.base` (the bundled model, a folder, or a
+    models:/ URI) or `model.path` (a local folder); None for the embedded tiny Llama."""
+    model = params["model"]
+    given = [key for key in ("base", "path") if key in model]
+    if not given:
+        return None
+    if len(given) > 1:
+        raise ValueError("model.base and model.path both given: name the real model once")
+    extra = sorted(set(model) - set(given))
+    if extra:
+        raise ValueError(f"model.{extra[0]}: a base model brings its own architecture; give model.{given[0]} alone "
+                         f"(the other model keys shape the embedded tiny Llama)")
+    spec = str(model[given[0]])
+    if given[0] == "path" and (spec in BUNDLED or spec.startswith("models:/")):
+        raise ValueError(f"model.path {spec!r}: model.path is for a local folder; write model.base: {spec}")
+    return spec
+
+
+def tiny_model_config(params: dict[str, Any]) -> TinyLlamaConfig:
+    """The embedded tiny Llama's shape from params `model`; an unknown key is refused by name (a typo would
+    otherwise surface as a TypeError deep in the first training asset)."""
+    from dagster_project.core.model.tiny_llama import TinyLlamaConfig
+
+    known = {f.name for f in fields(TinyLlamaConfig)}
+    unknown = sorted(set(params["model"]) - known)
+    if unknown:
+        raise ValueError(f"model.{unknown[0]}: no such setting; the tiny Llama takes {', '.join(sorted(known))}, "
+                         f"a real model model.base (or model.path for a local folder)")
+    return TinyLlamaConfig(**params["model"])
+
+
 def base_model(layout: Layout, params: dict[str, Any]) -> Path | None:
-    """The folder of params `model.base` (a real model that target and retain are fine-tuned from, see
-    core/model/base.py); None for the embedded default, a tiny Llama trained from scratch."""
-    spec = params["model"].get("base")
+    """The folder of the real model that target and retain are fine-tuned from (see core/model/base.py); None
+    for the embedded default, a tiny Llama trained from scratch."""
+    spec = base_model_spec(params)
     if spec is None:
         return None
-    extra = sorted(set(params["model"]) - {"base"})
-    if extra:
-        raise ValueError(f"model.{extra[0]}: a base model brings its own architecture; give model.base alone "
-                         f"(the other model keys shape the embedded tiny Llama)")
-    from dagster_project.core.model.base import base_model_dir
-
-    return base_model_dir(str(spec), layout.root, layout.cache_dir)
+    return base_model_dir(spec, layout.root, layout.cache_dir)
 
 
 def run_tokenizer(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
@@ -123,7 +153,7 @@ def run_tokenizer(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
         tokenizer = load_tokenizer(base)
         shutil.rmtree(layout.tokenizer_dir, ignore_errors=True)
         save_tokenizer(tokenizer, layout.tokenizer_dir)
-        return {"vocab_size": len(tokenizer), "base": str(params["model"]["base"]),
+        return {"vocab_size": len(tokenizer), "base": base_model_spec(params),
                 "chat_template": bool(getattr(tokenizer, "chat_template", None))}
     corpus = _corpus(layout)
     texts = [text for r in corpus.qa + corpus.general_knowledge
@@ -136,10 +166,10 @@ def _train_cached(layout: Layout, params: dict[str, Any], records: list[dict], o
     """Train the model on `records`' training phrasings unless `out_dir` already holds the same content hash: a tiny
     Llama from scratch, or, with `model.base`, a fine-tune of the base model (TOFU's recipe for its target)."""
     from dagster_project.core.methods.runner import training_pairs
-    from dagster_project.core.model.tiny_llama import TinyLlamaConfig, TrainConfig, config_dict, load_tokenizer, train_model
+    from dagster_project.core.model.tiny_llama import TrainConfig, config_dict, load_tokenizer, train_model
 
     base = base_model(layout, params)
-    model_config = None if base else TinyLlamaConfig(**params["model"])
+    model_config = None if base else tiny_model_config(params)
     train_config = TrainConfig(**params["train"])
     examples = training_pairs(records)
     key = fingerprint({"code": MODEL_CACHE_VERSION, "config": config_dict(model_config, train_config), "examples": examples,

@@ -88,6 +88,6 @@ def base_model_dir(spec: str, root: Path, cache_dir: Path) -> Path:
         return materialise_registered(root, spec, cache_dir)
     path = Path(spec) if Path(spec).is_absolute() else root / spec
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"model.base {spec!r}: expected one of {', '.join(BUNDLED)}, a models:/ URI, or a "
+        raise FileNotFoundError(f"base model {spec!r}: expected one of {', '.join(BUNDLED)}, a models:/ URI, or a "
                                 f"local transformers model folder with a config.json; {path} has none")
     return path
