@@ -71,7 +71,7 @@ def governance_params() -> dict:
 def test_the_compute_check_names_what_differs_and_never_fails() -> None:
     now = compute_environment()
     assert set(now) == {"cpu", "cpu_capability", "cpu_bf16", "threads", "torch", "gpu", "cuda", "cudnn",
-                        "cuda_deterministic"}
+                        "float32_matmul", "cuda_deterministic"}
     assert now["threads"] >= 1 and now["cpu"] and now["cpu_capability"]  # e.g. "AVX512", "AVX2", "DEFAULT"
     report = VerifyReport("models:/m/1")
     add_compute_check(report, {"compute": now}, now)

@@ -27,7 +27,8 @@ def compute_environment() -> dict[str, Any]:
     another machine matched its target model but not its gradient-ascent runs: README).
     `cpu_bf16` is whether the CPU path trains under bf16 autocast (`native_cpu_bf16`). With a GPU (else
     None): its name, the CUDA and cuDNN versions torch was built with (cuDNN holds one of SDPA's attention
-    kernels) and whether training runs with deterministic kernels (`training_device`)."""
+    kernels), whether float32 matrix products may run in TF32 (torch's float32 matmul precision: "highest"
+    unless something in the process lowered it) and whether training runs with deterministic kernels (`training_device`)."""
     import torch
 
     from dagster_project.core.model.tiny_llama import cuda_deterministic, native_cpu_bf16
@@ -37,6 +38,7 @@ def compute_environment() -> dict[str, Any]:
             "cpu_bf16": native_cpu_bf16(), "threads": torch.get_num_threads(), "torch": torch.__version__,
             "gpu": torch.cuda.get_device_name() if gpu else None, "cuda": torch.version.cuda if gpu else None,
             "cudnn": torch.backends.cudnn.version() if gpu else None,
+            "float32_matmul": torch.get_float32_matmul_precision() if gpu else None,
             "cuda_deterministic": cuda_deterministic() if gpu else None}
 
 
