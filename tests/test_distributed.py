@@ -60,6 +60,22 @@ def test_two_gloo_processes_take_the_single_process_step(tiny, tmp_path: Path, m
         assert max((one[k] - base[k]).abs().max().item() for k in one) >= 5e-4
 
 
+def test_the_logs_are_averaged_on_the_training_device(monkeypatch) -> None:
+    """On GPUs the process group is NCCL alone, which has no CPU tensors: the logs' all-reduce must use the
+    device the model trains on (here the meta device stands in for a GPU: it records where the buffer was)."""
+    import torch
+
+    from dagster_project.core.methods.runner import average_logs
+
+    reduced = []
+    monkeypatch.setattr(torch.distributed, "all_reduce", lambda tensor: reduced.append(tensor.device))
+    with pytest.raises(NotImplementedError, match="meta tensor"):  # a meta tensor has no values to read back
+        average_logs({"forget_nll": 2.0, "retain_loss": 1.0}, 2, torch.device("meta"))
+    assert reduced == [torch.device("meta")]
+    assert average_logs({"forget_nll": 2.0, "retain_loss": 1.0}, 2, torch.device("cpu")) == {
+        "forget_nll": 1.0, "retain_loss": 0.5}  # the fake all-reduce sums nothing: one process's share
+
+
 def test_sharding_needs_several_processes() -> None:
     from dagster_project.core.methods.runner import RunnerOptions
 

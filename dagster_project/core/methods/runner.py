@@ -238,7 +238,7 @@ class UnlearningLoop:
         if self.world > 1:
             if not self.sharded:  # FSDP has reduce-scattered the gradients already
                 average_gradients(self.trainable, self.world)
-            self.logs = average_logs(self.logs, self.world)
+            self.logs = average_logs(self.logs, self.world, self.device)
         torch.nn.utils.clip_grad_norm_(self.trainable, self.config.max_grad_norm)
         for param, elements in self.frozen:  # after clipping, before the step (METHODS.md §4): grad ⊙ mask
             if param.grad is not None:
@@ -313,9 +313,11 @@ def average_gradients(params: Sequence[torch.nn.Parameter], world: int) -> None:
         param.grad = synced
 
 
-def average_logs(logs: dict[str, float], world: int) -> dict[str, float]:
-    """The processes' logs averaged, so every process reports (and stops early on) the same numbers."""
-    values = torch.tensor([logs[k] for k in sorted(logs)], dtype=torch.float64)
+def average_logs(logs: dict[str, float], world: int, device: torch.device) -> dict[str, float]:
+    """The processes' logs averaged, so every process reports (and stops early on) the same numbers. The
+    buffer lives on the training device: NCCL, the GPU backend, has no CPU tensors (accelerate starts it as
+    the only backend)."""
+    values = torch.tensor([logs[k] for k in sorted(logs)], dtype=torch.float64, device=device)
     torch.distributed.all_reduce(values)
     return {k: v / world for k, v in zip(sorted(logs), values.tolist())}
 
