@@ -121,12 +121,14 @@ def test_the_deterministic_switch_turns_on_torchs_strict_mode_on_cuda_only(monke
     strict: list[bool] = []
     monkeypatch.setattr(torch, "use_deterministic_algorithms", lambda mode, **_: strict.append(mode))
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    monkeypatch.delenv("FLASH_ATTENTION_DETERMINISTIC", raising=False)
     monkeypatch.setenv("UNLEARN_CUDA_DETERMINISTIC", "1")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert training_device().type == "cpu" and strict == []  # the CPU path is deterministic as it is
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # what training_device decides on a GPU
     assert training_device().type == "cuda" and strict == [True]
     assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    assert os.environ["FLASH_ATTENTION_DETERMINISTIC"] == "1"  # flash-attn reads its own switch, not torch's
     monkeypatch.setenv("UNLEARN_CUDA_DETERMINISTIC", "0")
     assert training_device().type == "cuda" and strict == [True]  # off: no call
 

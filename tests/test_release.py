@@ -19,7 +19,7 @@ from dagster_project.core.reveal.release import (
     train_round,
     with_modules,
 )
-from dagster_project.core.reveal.reveal import RevealConfig, RevealResult, reveal, revealed_recall
+from dagster_project.core.reveal.reveal import RevealConfig, RevealResult, reveal, revealed_recall, sample_responses
 from dagster_project.core.reveal.scoring import hashed_ngram_encoder
 
 QA = [("Where was Mira Quell born?", "Mira Quell was born in Saltmarsh."),
@@ -106,6 +106,25 @@ def test_reveal_surfaces_the_subjects_facts_and_logs_only_hashes(tiny) -> None:
     assert all("Mira" in r["answer"] and "Quell" in r["answer"] for r in mention.records)
     with pytest.raises(ValueError, match="reveal.scorer must be one of"):
         reveal(model, tokenizer, ["Mira Quell"], RevealConfig(scorer="llm-judge"), name_encoder, progress=False)
+
+
+def test_sampling_runs_warn_only_under_strict_determinism_and_restores_it(tiny) -> None:
+    """Top-p sums probabilities with a float cumsum, which has no deterministic CUDA kernel: strict mode
+    (UNLEARN_CUDA_DETERMINISTIC) would stop a release round's re-reveal there, so sampling relaxes it to
+    warn-only, draws the same answers, and restores strict mode after."""
+    model_dir, tokenizer = tiny
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    warn_only, generate = [], model.generate
+    model.generate = lambda *a, **k: warn_only.append(torch.is_deterministic_algorithms_warn_only_enabled()) or generate(*a, **k)
+    config = RevealConfig(max_new_tokens=12)
+    plain = sample_responses(model, tokenizer, "Who is Mira Quell?", 3, config, seed=5)
+    torch.use_deterministic_algorithms(True)
+    try:
+        strict = sample_responses(model, tokenizer, "Who is Mira Quell?", 3, config, seed=5)
+        assert torch.are_deterministic_algorithms_enabled() and not torch.is_deterministic_algorithms_warn_only_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert strict == plain and warn_only == [False, True]
 
 
 def test_release_rounds_save_both_modules_and_a_merged_model_that_forgets(tiny, tmp_path: Path) -> None:

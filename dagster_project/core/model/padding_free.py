@@ -100,7 +100,10 @@ def check_packing(lm: torch.nn.Module) -> float | None:
     mask[0, 16:] = 0  # the first sequence is 16 tokens, padded to the second's 32
     was_training = lm.training
     lm.eval()  # no dropout: the two layouts would draw different masks
-    with torch.no_grad():
+    # the precision training runs in: flash attention takes bf16/fp16 alone, and a full run's float32 weights
+    # reach it in bf16 only under the runner's autocast
+    cuda = parameter.device.type == "cuda"
+    with torch.no_grad(), torch.autocast(parameter.device.type, dtype=torch.bfloat16, enabled=cuda):
         packed = lm(input_ids=ids, attention_mask=mask).logits.float()
         alone = [lm(input_ids=ids[i:i + 1, :n]).logits[0].float() for i, n in ((0, 16), (1, 32))]
     lm.train(was_training)

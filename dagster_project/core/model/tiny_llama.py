@@ -14,7 +14,8 @@ import json
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -145,8 +146,27 @@ def training_device() -> torch.device:
         return torch.device("cpu")
     if cuda_deterministic():
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        # flash-attn's backward adds atomically and raises no alert; transformers asks it for its deterministic
+        # backward from this variable alone, read at each call
+        os.environ.setdefault("FLASH_ATTENTION_DETERMINISTIC", "1")
         torch.use_deterministic_algorithms(True)
     return torch.device("cuda")
+
+
+@contextmanager
+def sampling_allowed() -> Iterator[None]:
+    """Strict deterministic mode relaxed to warn-only while the block runs, then restored. For sampled
+    generation: top-p sums sorted probabilities with a float torch.cumsum, which has no deterministic CUDA
+    kernel, so under UNLEARN_CUDA_DETERMINISTIC it would raise mid-run; its last bits can at most move the
+    top-p cut-off, and the seeded draw stays as it is."""
+    strict = torch.are_deterministic_algorithms_enabled() and not torch.is_deterministic_algorithms_warn_only_enabled()
+    if strict:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        if strict:
+            torch.use_deterministic_algorithms(True)
 
 
 def cosine_lr(step: int, total_steps: int, warmup_steps: int) -> float:

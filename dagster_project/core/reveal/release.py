@@ -117,8 +117,9 @@ def train_round(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, forg
             for p in other:  # only this module steps: no weight gradients for the other (the same update, cheaper)
                 p.requires_grad_(False)
             try:
-                term = forget_loss(objective, model, batch, config.beta) if name == FORGET else batch_nll(model, batch)
-                orthogonality = olora_loss(model)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                    term = forget_loss(objective, model, batch, config.beta) if name == FORGET else batch_nll(model, batch)
+                    orthogonality = olora_loss(model)
                 optimisers[name].zero_grad(set_to_none=True)
                 (term + config.orth_weight * orthogonality).backward()
             finally:
@@ -143,7 +144,10 @@ def release(target_dir: Path, tokenizer: PreTrainedTokenizerFast, subjects: Sequ
     objective = OBJECTIVES[method]
     device = training_device()
     torch.manual_seed(config.seed)
-    model = AutoModelForCausalLM.from_pretrained(target_dir, dtype=torch.bfloat16 if device.type == "cuda" else torch.float32).to(device)
+    # float32 weights on every device: each round merges its modules into them, and bf16 weights would round
+    # every weight once and each round's change again, in the model evaluation and the relearning attack
+    # read; CUDA gets its speed from bf16 autocast, as the runner's full runs do
+    model = AutoModelForCausalLM.from_pretrained(target_dir, dtype=torch.float32).to(device)
     retain = training_pairs(retain_records)
     revealed, rounds, stopped = first_reveal, [], "round budget spent"
     started = time.perf_counter()

@@ -20,6 +20,7 @@ from transformers import PreTrainedTokenizerFast
 from dagster_project.core.data.io import sha256_text
 from dagster_project.core.data.request import normalise_name
 from dagster_project.core.model.text import format_prompt, stop_token_ids
+from dagster_project.core.model.tiny_llama import sampling_allowed
 from dagster_project.core.reveal.bandit import NeuralUCB, make_selector
 from dagster_project.core.reveal.instructions import INSTRUCTION_TEMPLATES, SUBJECT_PLACEHOLDER, fill
 from dagster_project.core.reveal.scoring import Encoder, harmonic_reward, name_mention, relevance, vendi_score
@@ -77,7 +78,7 @@ def sample_responses(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast,
     """`n` sampled answers to `question` in the training prompt format, reproducible from `seed`."""
     device = next(model.parameters()).device
     encoded = tokenizer(format_prompt(question, tokenizer), return_tensors="pt", add_special_tokens=False).to(device)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), sampling_allowed():
         torch.manual_seed(seed)
         generated = model.generate(**encoded, do_sample=True, temperature=config.temperature, top_p=config.top_p,
                                    num_return_sequences=n, max_new_tokens=config.max_new_tokens,
