@@ -9,7 +9,8 @@ For GradDiff, NPO and RMU, LoRA and full weights, a few `UnlearningLoop` steps o
 - padding-free batches take the same steps as padded ones, with every attention kernel this machine has
   (sdpa and eager; on CUDA also flex_attention, and flash_attention_2 where flash-attn is installed), to the
   precision's tolerance (float32 on the CPU, bf16 autocast on CUDA);
-- the result saves and loads back to a model whose logits are finite;
+- the result saves and loads back to a model whose logits are finite, and the evaluation scores it on the
+  training device (finite numbers);
 - two identical runs (NPO/LoRA, GradDiff/full) train the same bytes: on the CPU by default; on CUDA the
   default's gap is only reported, and UNLEARN_CUDA_DETERMINISTIC=1 (`training_device`) must close it, at a
   cost in step time that is reported too.
@@ -81,6 +82,32 @@ def loads_back(out_dir: Path, model_dir: Path, mode: str, device: torch.device) 
     return bool(torch.isfinite(logits).all())
 
 
+def scores_on_device(adapter_dir: Path, device: torch.device) -> tuple[bool, str]:
+    """The evaluation on this device: an adapter merged by `load_for_eval` lands there, and scoring (losses,
+    greedy answers, token statistics, the relearning attack) gives finite numbers on a few corpus people."""
+    from dagster_project.core.data.corpus import CorpusConfig, generate_corpus
+    from dagster_project.core.eval.report import build_eval_sets, score_model
+    from dagster_project.core.eval.standalone import load_for_eval
+
+    corpus = generate_corpus(CorpusConfig(n_people=10, n_holdout=2, n_world_facts=4, n_real_world=4))
+    eval_sets = build_eval_sets(corpus, corpus.qa[:4], corpus.qa[4:12], {"retain_sample": 4, "seed": 0})
+    model, tokenizer = load_for_eval(adapter_dir)
+    scores = score_model(model, tokenizer, eval_sets, batch_size=8, max_new_tokens=8, relearn_steps=2)
+    numbers = [float(v) for v in _leaves(scores) if isinstance(v, (int, float))]
+    where = next(model.parameters()).device
+    return where.type == device.type and all(map(math.isfinite, numbers)), f"{len(numbers)} numbers on {where}"
+
+
+def _leaves(tree):
+    """Every value of nested dicts and lists."""
+    children = tree.values() if isinstance(tree, dict) else tree if isinstance(tree, list) else None
+    if children is None:
+        yield tree
+        return
+    for child in children:
+        yield from _leaves(child)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="tiny", help="model shape from bench/train_throughput.py's CONFIGS")
@@ -146,6 +173,8 @@ def main() -> None:
             finally:
                 del os.environ["UNLEARN_CUDA_DETERMINISTIC"]
                 torch.use_deterministic_algorithms(False)
+        ok, detail = scores_on_device(Path(tmp) / f"{args.methods[0]}-lora", device)
+        report("evaluation scores an unlearned adapter on the training device", ok, detail)
     print(f"{failures} check(s) failed" if failures else "all checks passed")
     sys.exit(1 if failures else 0)
 

@@ -56,9 +56,11 @@ def relearn_attack(
     victim = copy.deepcopy(model).train().requires_grad_(True)  # merged peft models come back frozen
     optimiser = torch.optim.AdamW(victim.parameters(), lr=lr)
     sampler = BatchSampler(training_pairs(attacked), batch_size, seed)
+    device = next(victim.parameters()).device
     for _ in range(steps):
         pairs = sampler.next()
-        loss = batch_nll(victim, collate_pairs(tokenizer, [q for q, _ in pairs], [a for _, a in pairs]))
+        batch = collate_pairs(tokenizer, [q for q, _ in pairs], [a for _, a in pairs])
+        loss = batch_nll(victim, {k: v.to(device) for k, v in batch.items()})
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()

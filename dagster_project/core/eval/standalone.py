@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 from dagster_project.core.data.corpus import load_corpus
 from dagster_project.core.data.schema import FORGET_SPLITS
 from dagster_project.core.eval.report import build_eval_sets, build_report, score_model
-from dagster_project.core.model.tiny_llama import load_tokenizer
+from dagster_project.core.model.tiny_llama import load_tokenizer, training_device
 from dagster_project.core.tracking.mlflow_registry import download_model_version
 
 
@@ -40,7 +40,9 @@ def adapter_base_dir(adapter_dir: Path) -> Path:
 
 
 def load_for_eval(model_dir: Path) -> tuple[torch.nn.Module, PreTrainedTokenizerFast]:
-    """A model folder as is; an adapter folder merged into the base model its adapter_config names."""
+    """A model folder as is; an adapter folder merged into the base model its adapter_config names. In float32
+    (scores comparable across devices) on the device training uses: generation, scoring, SNAP's θ₀ answers and
+    the reveal run on the GPU where there is one."""
     adapter_config = model_dir / "adapter_config.json"
     if adapter_config.exists():
         from peft import PeftModel
@@ -49,8 +51,10 @@ def load_for_eval(model_dir: Path) -> tuple[torch.nn.Module, PreTrainedTokenizer
         if not base_dir.is_dir():
             raise FileNotFoundError(f"adapter {model_dir}: its base model folder {base_dir} does not exist here")
         model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), model_dir).merge_and_unload()
-        return model.eval(), load_tokenizer(base_dir)
-    return AutoModelForCausalLM.from_pretrained(model_dir).eval(), load_tokenizer(model_dir)
+        tokenizer = load_tokenizer(base_dir)
+    else:
+        model, tokenizer = AutoModelForCausalLM.from_pretrained(model_dir), load_tokenizer(model_dir)
+    return model.to(training_device()).eval(), tokenizer
 
 
 def evaluate_models(root: Path, corpus_dir: Path, split: str, specs: dict[str, str], eval_params: dict,
