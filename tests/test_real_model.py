@@ -78,6 +78,21 @@ def test_base_model_specs_resolve_or_say_what_was_expected(chat_dir: Path, tmp_p
 
 
 
+def test_evaluation_loads_a_bf16_folder_in_float32(chat_dir: Path, tmp_path: Path) -> None:
+    """transformers loads a folder in the dtype it was saved in; scores must not depend on it."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from dagster_project.core.eval.standalone import load_for_eval
+    from dagster_project.core.model.tiny_llama import load_tokenizer, save_tokenizer
+
+    AutoModelForCausalLM.from_pretrained(chat_dir, dtype=torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    save_tokenizer(load_tokenizer(chat_dir), tmp_path / "bf16")
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "bf16").dtype == torch.bfloat16  # what transformers does
+    model, _tokenizer = load_for_eval(tmp_path / "bf16")
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
 def test_params_name_the_real_model_once_and_the_tiny_model_by_known_keys(chat_dir: Path) -> None:
     from dagster_project.core.stages import base_model_spec, tiny_model_config
 

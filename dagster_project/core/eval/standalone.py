@@ -41,7 +41,8 @@ def adapter_base_dir(adapter_dir: Path) -> Path:
 
 def load_for_eval(model_dir: Path) -> tuple[torch.nn.Module, PreTrainedTokenizerFast]:
     """A model folder as is; an adapter folder merged into the base model its adapter_config names. In float32
-    (scores comparable across devices) on the device training uses: generation, scoring, SNAP's θ₀ answers and
+    whatever the folder holds (transformers would load a bf16 folder as bf16; scores stay comparable between
+    models and devices) on the device training uses: generation, scoring, SNAP's θ₀ answers and
     the reveal run on the GPU where there is one."""
     adapter_config = model_dir / "adapter_config.json"
     if adapter_config.exists():
@@ -50,10 +51,11 @@ def load_for_eval(model_dir: Path) -> tuple[torch.nn.Module, PreTrainedTokenizer
         base_dir = adapter_base_dir(model_dir)
         if not base_dir.is_dir():
             raise FileNotFoundError(f"adapter {model_dir}: its base model folder {base_dir} does not exist here")
-        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), model_dir).merge_and_unload()
+        base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+        model = PeftModel.from_pretrained(base, model_dir).merge_and_unload()
         tokenizer = load_tokenizer(base_dir)
     else:
-        model, tokenizer = AutoModelForCausalLM.from_pretrained(model_dir), load_tokenizer(model_dir)
+        model, tokenizer = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), load_tokenizer(model_dir)
     return model.to(training_device()).eval(), tokenizer
 
 
