@@ -106,7 +106,7 @@ def test_params_name_the_real_model_once_and_the_tiny_model_by_known_keys(chat_d
     with pytest.raises(ValueError, match="model.num_layers: a base model brings its own architecture; give model.path"):
         base_model_spec({"model": {"path": str(chat_dir), "num_layers": 2}})
     assert tiny_model_config({"model": {"hidden_size": 64, "num_layers": 2}}).hidden_size == 64
-    with pytest.raises(ValueError, match="model.hiden_size: no such setting; the tiny Llama takes hidden_size, "):
+    with pytest.raises(ValueError, match="model.hiden_size: unknown for TinyLlamaConfig; allowed: hidden_size, "):
         tiny_model_config({"model": {"hiden_size": 64}})
 
 @pytest.mark.e2e

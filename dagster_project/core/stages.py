@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -123,16 +123,12 @@ def base_model_spec(params: dict[str, Any]) -> str | None:
 
 
 def tiny_model_config(params: dict[str, Any]) -> TinyLlamaConfig:
-    """The embedded tiny Llama's shape from params `model`; an unknown key is refused by name (a typo would
-    otherwise surface as a TypeError deep in the first training asset)."""
+    """The embedded tiny Llama's shape from params `model`, checked by name and type like a method's
+    hyperparameters (a typo would otherwise surface as a TypeError deep in the first training asset)."""
+    from dagster_project.core.methods.base import config_from_hyperparameters
     from dagster_project.core.model.tiny_llama import TinyLlamaConfig
 
-    known = {f.name for f in fields(TinyLlamaConfig)}
-    unknown = sorted(set(params["model"]) - known)
-    if unknown:
-        raise ValueError(f"model.{unknown[0]}: no such setting; the tiny Llama takes {', '.join(sorted(known))}, "
-                         f"a real model model.base (or model.path for a local folder)")
-    return TinyLlamaConfig(**params["model"])
+    return config_from_hyperparameters(TinyLlamaConfig, params["model"], section="model")
 
 
 def base_model(layout: Layout, params: dict[str, Any]) -> Path | None:
