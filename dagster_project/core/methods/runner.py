@@ -34,7 +34,7 @@ from dagster_project.core.methods.registry import get_method
 from dagster_project.core.model.anatomy import lora_config
 from dagster_project.core.model.padding_free import PaddingFree
 from dagster_project.core.model.text import collate_pairs
-from dagster_project.core.model.tiny_llama import cosine_lr, save_tokenizer, training_device
+from dagster_project.core.model.tiny_llama import cosine_lr, save_tokenizer, training_autocast, training_device
 
 MODES = ("lora", "full")
 ATTENTION = ("sdpa", "eager", "flash_attention_2", "flex_attention")
@@ -232,7 +232,7 @@ class UnlearningLoop:
             # named extra batches: IdkSFT/IdkDPO's `alternative` answers, SNAP's obliterated and hard-positive pairs
             extra = {name: self._batch(pairs) for name, pairs in self.method.extra_pairs(forget_pairs).items()}
             forget, retain = self._batch(forget_pairs), self._batch(self.retain.next())
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            with training_autocast(self.device):
                 loss, self.logs = self.method.loss(self.model, forget, retain, **extra)
             (loss / self.config.grad_accum).backward()
         if self.world > 1:

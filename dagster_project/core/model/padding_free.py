@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from dagster_project.core.model.tiny_llama import training_autocast
+
 
 def pack(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(1, tokens) ids of the real tokens of a right-padded batch, row after row, and their position ids
@@ -102,8 +104,7 @@ def check_packing(lm: torch.nn.Module) -> float | None:
     lm.eval()  # no dropout: the two layouts would draw different masks
     # the precision training runs in: flash attention takes bf16/fp16 alone, and a full run's float32 weights
     # reach it in bf16 only under the runner's autocast
-    cuda = parameter.device.type == "cuda"
-    with torch.no_grad(), torch.autocast(parameter.device.type, dtype=torch.bfloat16, enabled=cuda):
+    with torch.no_grad(), training_autocast(parameter.device):
         packed = lm(input_ids=ids, attention_mask=mask).logits.float()
         alone = [lm(input_ids=ids[i:i + 1, :n]).logits[0].float() for i, n in ((0, 16), (1, 32))]
     lm.train(was_training)

@@ -153,6 +153,12 @@ def training_device() -> torch.device:
     return torch.device("cuda")
 
 
+def training_autocast(device: torch.device) -> torch.autocast:
+    """The precision the unlearning and release loops compute in: bf16 autocast over float32 (or bf16 LoRA
+    base) weights on CUDA; plain float32 elsewhere, so the CPU path trains the same bytes on every run."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
 @contextmanager
 def sampling_allowed() -> Iterator[None]:
     """Strict deterministic mode relaxed to warn-only while the block runs, then restored. For sampled

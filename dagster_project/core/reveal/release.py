@@ -33,7 +33,7 @@ from dagster_project.core.methods.runner import (
 )
 from dagster_project.core.model.anatomy import lora_config
 from dagster_project.core.model.text import batch_nll, collate_pairs, sequence_logprob
-from dagster_project.core.model.tiny_llama import save_tokenizer, training_device
+from dagster_project.core.model.tiny_llama import save_tokenizer, training_autocast, training_device
 from dagster_project.core.reveal.reveal import RevealConfig, RevealResult, reveal
 from dagster_project.core.reveal.scoring import Encoder
 
@@ -117,7 +117,7 @@ def train_round(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, forg
             for p in other:  # only this module steps: no weight gradients for the other (the same update, cheaper)
                 p.requires_grad_(False)
             try:
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                with training_autocast(device):
                     term = forget_loss(objective, model, batch, config.beta) if name == FORGET else batch_nll(model, batch)
                     orthogonality = olora_loss(model)
                 optimisers[name].zero_grad(set_to_none=True)
