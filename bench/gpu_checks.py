@@ -11,6 +11,8 @@ For GradDiff, NPO and RMU, LoRA and full weights, a few `UnlearningLoop` steps o
   precision's tolerance (float32 on the CPU, bf16 autocast on CUDA);
 - the result saves and loads back to a model whose logits are finite, and the evaluation scores it on the
   training device (finite numbers);
+- two Reveal-and-Release rounds (reveal by sampling, NPO forget and retain modules, merge) run on the training
+  device under UNLEARN_CUDA_DETERMINISTIC=1 (sampling relaxes it to warn-only) and save float32 finite weights;
 - two identical runs (NPO/LoRA, GradDiff/full) train the same bytes: on the CPU by default; on CUDA the
   default's gap is only reported, and UNLEARN_CUDA_DETERMINISTIC=1 (`training_device`) must close it, at a
   cost in step time that is reported too.
@@ -98,6 +100,34 @@ def scores_on_device(adapter_dir: Path, device: torch.device) -> tuple[bool, str
     return where.type == device.type and all(map(math.isfinite, numbers)), f"{len(numbers)} numbers on {where}"
 
 
+def releases_on_device(model_dir: Path, tokenizer, forget: list[dict], retain: list[dict], out_dir: Path,
+                       device: torch.device) -> tuple[bool, str]:
+    """Two release rounds from the random model, under strict determinism: every sampled answer is kept and no
+    relevance stops the rounds, so both re-reveal and train; the merged result must be float32 and finite."""
+    from dagster_project.core.reveal.release import ReleaseConfig, release
+    from dagster_project.core.reveal.reveal import RevealConfig, reveal
+    from dagster_project.core.reveal.scoring import hashed_ngram_encoder
+
+    subjects, encode = [" ".join(forget[0]["answer"].split()[:2])], hashed_ngram_encoder()
+    reveal_config = RevealConfig(rounds=4, samples=4, max_new_tokens=12, relevance_threshold=0.0)
+    os.environ["UNLEARN_CUDA_DETERMINISTIC"] = "1"
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device)
+        first = reveal(model, tokenizer, subjects, reveal_config, encode, progress=False)
+        del model
+        config = ReleaseConfig(rounds=2, steps=2, batch_size=4, stop_relevance=-1.0)
+        result = release(model_dir, tokenizer, subjects, first, retain[:8], "npo", config, reveal_config, encode,
+                         out_dir, out_dir.with_name("release-data"))
+    finally:
+        del os.environ["UNLEARN_CUDA_DETERMINISTIC"]
+        torch.use_deterministic_algorithms(False)
+    weights = list(AutoModelForCausalLM.from_pretrained(out_dir).parameters())
+    losses = [v for round_ in result["rounds"] for k, v in round_.items() if k.startswith("final_")]
+    ok = (result["rounds_done"] == 2 and result["device"] == device.type and all(map(math.isfinite, losses))
+          and all(w.dtype == torch.float32 and bool(torch.isfinite(w).all()) for w in weights))
+    return ok, f"{result['rounds_done']} rounds on {result['device']}, {len(losses)} finite losses, {result['seconds']:.1f} s"
+
+
 def _leaves(tree):
     """Every value of nested dicts and lists."""
     children = tree.values() if isinstance(tree, dict) else tree if isinstance(tree, list) else None
@@ -175,6 +205,8 @@ def main() -> None:
                 torch.use_deterministic_algorithms(False)
         ok, detail = scores_on_device(Path(tmp) / f"{args.methods[0]}-lora", device)
         report("evaluation scores an unlearned adapter on the training device", ok, detail)
+        ok, detail = releases_on_device(model_dir, tokenizer, forget, retain, Path(tmp) / "release", device)
+        report("release rounds run on the training device under strict determinism", ok, detail)
     print(f"{failures} check(s) failed" if failures else "all checks passed")
     sys.exit(1 if failures else 0)
 

@@ -73,7 +73,7 @@ def test_gpu_session_script_rehearses_on_the_cpu(repo_root: Path, tmp_path: Path
     checks = [line for line in logs["checks.log"].splitlines() if line.startswith(("ok  ", "FAIL"))]
     # NPO x LoRA/full: 3 + 2 kernels, then twice the same run each (NPO stands in for GradDiff under --methods npo),
     # then the evaluation of the NPO adapter
-    assert len(checks) == 13 and all(line.startswith("ok") for line in checks)
+    assert len(checks) == 14 and all(line.startswith("ok") for line in checks)
     assert "padding-free with eager takes the padded steps" in logs["checks.log"]
     assert "npo/full twice trains the same bytes  (largest weight difference 0.0e+00)" in logs["checks.log"]
     assert "numbers on cpu)" in logs["checks.log"]
