@@ -27,6 +27,8 @@ import os
 import sys
 import time
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -84,6 +86,23 @@ def loads_back(out_dir: Path, model_dir: Path, mode: str, device: torch.device) 
     return bool(torch.isfinite(logits).all())
 
 
+@contextmanager
+def strict_determinism() -> Iterator[None]:
+    """UNLEARN_CUDA_DETERMINISTIC=1 inside the block (`training_device` then turns on torch's strict mode on
+    CUDA), and both off after it."""
+    os.environ["UNLEARN_CUDA_DETERMINISTIC"] = "1"
+    try:
+        yield
+    finally:
+        del os.environ["UNLEARN_CUDA_DETERMINISTIC"]
+        torch.use_deterministic_algorithms(False)
+
+
+def strict_mode_stop(error: RuntimeError) -> str:
+    """The first line of strict mode's error, which names the op that has no deterministic CUDA kernel."""
+    return str(error).splitlines()[0][:300]
+
+
 def scores_on_device(adapter_dir: Path, device: torch.device) -> tuple[bool, str]:
     """The evaluation on this device: an adapter merged by `load_for_eval` lands there, and scoring (losses,
     greedy answers, token statistics, the relearning attack) gives finite numbers on a few corpus people."""
@@ -104,23 +123,20 @@ def releases_on_device(model_dir: Path, tokenizer, forget: list[dict], retain: l
                        device: torch.device) -> tuple[bool, str]:
     """Two release rounds from the random model, under strict determinism: every sampled answer is kept and no
     relevance stops the rounds, so both re-reveal and train; the merged result must be float32 and finite."""
+    from dagster_project.core.eval.standalone import load_for_eval
     from dagster_project.core.reveal.release import ReleaseConfig, release
     from dagster_project.core.reveal.reveal import RevealConfig, reveal
     from dagster_project.core.reveal.scoring import hashed_ngram_encoder
 
     subjects, encode = [" ".join(forget[0]["answer"].split()[:2])], hashed_ngram_encoder()
     reveal_config = RevealConfig(rounds=4, samples=4, max_new_tokens=12, relevance_threshold=0.0)
-    os.environ["UNLEARN_CUDA_DETERMINISTIC"] = "1"
-    try:
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device)
+    with strict_determinism():
+        model, _tokenizer = load_for_eval(model_dir)  # as the pipeline's first reveal loads the target
         first = reveal(model, tokenizer, subjects, reveal_config, encode, progress=False)
         del model
         config = ReleaseConfig(rounds=2, steps=2, batch_size=4, stop_relevance=-1.0)
         result = release(model_dir, tokenizer, subjects, first, retain[:8], "npo", config, reveal_config, encode,
                          out_dir, out_dir.with_name("release-data"))
-    finally:
-        del os.environ["UNLEARN_CUDA_DETERMINISTIC"]
-        torch.use_deterministic_algorithms(False)
     weights = list(AutoModelForCausalLM.from_pretrained(out_dir).parameters())
     losses = [v for round_ in result["rounds"] for k, v in round_.items() if k.startswith("final_")]
     ok = (result["rounds_done"] == 2 and result["device"] == device.type and all(map(math.isfinite, losses))
@@ -192,20 +208,20 @@ def main() -> None:
                 report(f"{name} trains the same bytes", gap == 0.0, f"largest weight difference {gap:.1e}")
                 continue
             report(f"{name} by default", None, f"largest weight difference {gap:.1e}")
-            os.environ["UNLEARN_CUDA_DETERMINISTIC"] = "1"
             try:
-                (first, strict_seconds), (second, _) = trained_weights(*run), trained_weights(*run)
+                with strict_determinism():
+                    (first, strict_seconds), (second, _) = trained_weights(*run), trained_weights(*run)
                 gap = largest_gap(first, second)
                 report(f"{name} with UNLEARN_CUDA_DETERMINISTIC=1 trains the same bytes", gap == 0.0,
                        f"largest weight difference {gap:.1e}; steps {strict_seconds / seconds:.2f}x the default's time")
-            except RuntimeError as error:  # strict mode names the op that has no deterministic CUDA kernel
-                report(f"{name} with UNLEARN_CUDA_DETERMINISTIC=1 runs", False, str(error).splitlines()[0][:300])
-            finally:
-                del os.environ["UNLEARN_CUDA_DETERMINISTIC"]
-                torch.use_deterministic_algorithms(False)
+            except RuntimeError as error:
+                report(f"{name} with UNLEARN_CUDA_DETERMINISTIC=1 runs", False, strict_mode_stop(error))
         ok, detail = scores_on_device(Path(tmp) / f"{args.methods[0]}-lora", device)
         report("evaluation scores an unlearned adapter on the training device", ok, detail)
-        ok, detail = releases_on_device(model_dir, tokenizer, forget, retain, Path(tmp) / "release", device)
+        try:
+            ok, detail = releases_on_device(model_dir, tokenizer, forget, retain, Path(tmp) / "release", device)
+        except RuntimeError as error:
+            ok, detail = False, strict_mode_stop(error)
         report("release rounds run on the training device under strict determinism", ok, detail)
     print(f"{failures} check(s) failed" if failures else "all checks passed")
     sys.exit(1 if failures else 0)

@@ -72,9 +72,10 @@ def test_gpu_session_script_rehearses_on_the_cpu(repo_root: Path, tmp_path: Path
     assert len([line for line in logs["throughput-1b.log"].splitlines() if " ratio " in line]) == 4  # GD/NPO x LoRA/full
     checks = [line for line in logs["checks.log"].splitlines() if line.startswith(("ok  ", "FAIL"))]
     # NPO x LoRA/full: 3 + 2 kernels, then twice the same run each (NPO stands in for GradDiff under --methods npo),
-    # then the evaluation of the NPO adapter
+    # then the evaluation of the NPO adapter and two release rounds
     assert len(checks) == 14 and all(line.startswith("ok") for line in checks)
     assert "padding-free with eager takes the padded steps" in logs["checks.log"]
     assert "npo/full twice trains the same bytes  (largest weight difference 0.0e+00)" in logs["checks.log"]
     assert "numbers on cpu)" in logs["checks.log"]
+    assert "(2 rounds on cpu, 6 finite losses" in logs["checks.log"]
     assert (tmp_path / "BENCHMARKS.md").read_bytes() == benchmarks == (repo_root / "BENCHMARKS.md").read_bytes()
