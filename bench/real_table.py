@@ -42,8 +42,8 @@ def main() -> None:
     params = load_params(root)
     base = base_model_spec(params)
     if base is None:
-        parser.error(f"--root {args.root}: its params.yaml names no real model (model.base); run `make real` (or `unlearn profile "
-                     f"init real`) first")
+        parser.error(f"--root {args.root}: its params.yaml names no real model (model.base or model.path); run "
+                     f"`make real` (or `unlearn profile init real`) first")
     layout = Layout.from_params(root, params)
     references, runs = run_methods(layout, params, args.methods, args.seeds, "lora")
     _refs, masked = run_methods(layout, params, ["npo"], args.seeds, "lora",

@@ -77,7 +77,6 @@ def test_base_model_specs_resolve_or_say_what_was_expected(chat_dir: Path, tmp_p
         base_model_dir("no/such/folder", tmp_path, tmp_path / ".cache")
 
 
-
 def test_evaluation_loads_a_bf16_folder_in_float32(chat_dir: Path, tmp_path: Path) -> None:
     """transformers loads a folder in the dtype it was saved in; scores must not depend on it."""
     import torch
@@ -108,6 +107,7 @@ def test_params_name_the_real_model_once_and_the_tiny_model_by_known_keys(chat_d
     assert tiny_model_config({"model": {"hidden_size": 64, "num_layers": 2}}).hidden_size == 64
     with pytest.raises(ValueError, match="model.hiden_size: unknown for TinyLlamaConfig; allowed: hidden_size, "):
         tiny_model_config({"model": {"hiden_size": 64}})
+
 
 @pytest.mark.e2e
 def test_the_pipeline_fine_tunes_a_chat_base_model_and_unlearns_it(micro_root: Path, chat_dir: Path, one_thread) -> None:
