@@ -105,7 +105,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             started = time.perf_counter()
             result = release(layout.target_model_dir, load_tokenizer(layout.tokenizer_dir), subjects, first_reveals[seed],
-                             unlearning_retain_records(layout), args.method, config,
+                             unlearning_retain_records(layout, params), args.method, config,
                              RevealConfig(**{**reveal_params, "seed": seed}), encode, Path(tmp) / "model",
                              Path(tmp) / "rounds", encoder_name)
             seconds = time.perf_counter() - started

@@ -52,7 +52,7 @@ def main() -> None:
 
     params = load_params(args.root)
     layout = Layout.from_params(args.root, params)
-    forget, retain = read_jsonl(layout.forget_set), unlearning_retain_records(layout)
+    forget, retain = read_jsonl(layout.forget_set), unlearning_retain_records(layout, params)
     forget_pairs, retain_pairs = training_pairs(forget), training_pairs(retain)
     tokenizer = load_tokenizer(layout.tokenizer_dir)
     model = AutoModelForCausalLM.from_pretrained(layout.target_model_dir)

@@ -87,6 +87,17 @@ def _stage_timings(dagster_home: str | None) -> list[tuple[str, float]]:
     return [(s.step_key, (s.end_time or s.start_time) - s.start_time) for s in stats if s.start_time]
 
 
+SUMMARY_ROWS = {
+    "qa": ("forget_quality", "model_utility", "forget_rouge", "forget_fact_accuracy", "forget_prob",
+           "forget_gibberish_rate", "mia_loss_auc", "priv_leak", "relearn_rouge_after", "retain_rouge",
+           "retain_fact_accuracy", "world_rouge", "general_probe_top1"),
+    "documents": ("forget_probe_top1", "probe_chance", "paraphrase_probe_top1", "forget_probe_containment",
+                  "retain_probe_top1", "hard_positive_probe_top1", "utility_probe_top1", "general_probe_top1",
+                  "model_utility", "forget_gibberish_rate", "forget_refusal_rate", "forget_leak_rate", "mia_loss_auc",
+                  "relearn_probe_top1_after"),
+}
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     layout, _params = _layout(args)
     report_path, record_path = layout.eval_dir / "report.json", layout.registry_record
@@ -95,15 +106,14 @@ def cmd_summary(args: argparse.Namespace) -> int:
               "run `make demo` first", file=sys.stderr)
         return 1
     report, record = read_json(report_path), read_json(record_path)
-    rows = ("forget_quality", "model_utility", "forget_rouge", "forget_fact_accuracy", "forget_prob",
-            "forget_gibberish_rate", "mia_loss_auc", "priv_leak", "relearn_rouge_after", "retain_rouge",
-            "retain_fact_accuracy", "world_rouge")
+    rows = SUMMARY_ROWS[report.get("kind", "qa")]
     models = [m for m in ("target", "retain", "unlearned") if m in report["models"]]
     print(f"\nRequest {layout.request_id}: " + ", ".join(f"{k} {v}" for k, v in report["counts"].items()) + " eval items")
-    print(f"{'metric':<22}" + "".join(f"{m:>12}" for m in models))
+    print(f"{'metric':<26}" + "".join(f"{m:>12}" for m in models))
     for key in rows:
         values = [report["models"][m]["metrics"].get(key) for m in models]
-        print(f"{key:<22}" + "".join(f"{'—':>12}" if v is None else f"{v:>12.4g}" for v in values))
+        if any(v is not None for v in values):
+            print(f"{key:<26}" + "".join(f"{'—':>12}" if v is None else f"{v:>12.4g}" for v in values))
     print(f"\nRegistered: {record['name']} version {record['version']} alias '{record['alias']}' "
           f"(run {record['run_id'][:12]}, {record['tracking_uri']})")
     from dagster_project.core.tracking.mlflow_registry import resolve_version

@@ -57,14 +57,15 @@ def build_dvc_yaml(root: Path, params: dict) -> dict:
         if name not in STAGES:
             raise KeyError(f"asset {name!r} has no core stage in dagster_project/core/stages.py")
         stage = STAGES[name]
-        deps = [layout.rel(p) for p in stage.inputs(layout)]
-        deps += [layout.rel(p) for parent in parents for p in STAGES[parent].outs(layout)]
+        deps = [layout.rel(p) for p in stage.inputs(layout, params)]
+        deps += [layout.rel(p) for parent in parents for p in STAGES[parent].paths(layout, params)]
         entry: dict = {"cmd": f"unlearn stage {name}" + ("" if stage.shared else " --request ${key}")}
         if deps:
             entry["deps"] = deps
-        if stage.params:
-            entry["params"] = list(stage.params)
-        outs = [layout.rel(p) for p in stage.outs(layout)]
+        read = [section for section in stage.params if section in params]  # DVC refuses a key params.yaml lacks
+        if read:
+            entry["params"] = read
+        outs = [layout.rel(p) for p in stage.paths(layout, params)]
         entry["outs"] = outs if stage.cache else [{out: {"cache": False}} for out in outs]
         if stage.shared:
             stages[name] = entry

@@ -22,7 +22,8 @@ def test_whole_graph_registers_a_candidate_with_dvc_hashes(micro_root: Path, cap
     result = materialize_request(micro_root, "micro")
     assert result.success
     checks = result.get_asset_check_evaluations()
-    assert len(checks) == 5 and all(c.passed for c in checks)  # snap_data and revealed_forget_set pass empty
+    # snap_data, revealed_forget_set, knowledge_probes and the four undeclared sources pass empty
+    assert len(checks) == 10 and all(c.passed for c in checks)
 
     status = registry_status(micro_root)
     (model,) = status["models"]

@@ -23,12 +23,21 @@ def load_params(root: Path, params_file: str = DEFAULT_PARAMS) -> dict[str, Any]
     if not path.is_file():
         raise FileNotFoundError(f"params file not found: {path} (expected a YAML mapping like the repo's params.yaml)")
     params = yaml.safe_load(path.read_text()) or {}
-    required = ("request", "requests_dir", "corpus", "tokenizer", "model", "train", "unlearn", "reveal", "release",
-                "eval", "registry", "promotion")
+    if not isinstance(params, dict):
+        raise ValueError(f"{path}: expected a YAML mapping of sections")
+    # the user's own data (`sources:`) replaces the embedded corpus; its model may come fine-tuned already (no `train:`)
+    corpus_only = () if params.get("sources") else ("corpus", "tokenizer", "train")
+    required = ("request", "requests_dir", *corpus_only, "model", "unlearn", "reveal", "release", "eval", "registry",
+                "promotion")
     missing = [k for k in required if k not in params]
     if missing:
         raise ValueError(f"{path}: missing top-level key(s) {', '.join(missing)}")
     return params
+
+
+def uses_sources(params: dict[str, Any]) -> bool:
+    """Whether the pipeline serves the user's own data (params `sources:`) rather than the embedded corpus."""
+    return bool(params.get("sources"))
 
 
 @dataclass(frozen=True)
@@ -105,6 +114,30 @@ class Layout:
     def attribution_dir(self) -> Path:
         """WAGLE's weight mask and LoRA targets for the request (a manifest saying 'not built' otherwise)."""
         return self.assets / "attribution" / self.request_id
+
+    def source_dir(self, role: str) -> Path:
+        """A declared source role's normalised records and manifest (core/sources/load.py)."""
+        return self.assets / "sources" / role
+
+    @property
+    def request_documents(self) -> Path:
+        """The passages of the documents attached to the request (an empty file when there are none)."""
+        return self.assets / "requests" / f"{self.request_id}.documents.jsonl"
+
+    @property
+    def collection_dir(self) -> Path:
+        """How the forget set was collected from the sources: report, record scores, histogram."""
+        return self.assets / "datasets" / self.request_id / "collection"
+
+    @property
+    def cleaned_dir(self) -> Path:
+        """The training data without the forget records: what any later fine-tune must use."""
+        return self.assets / "datasets" / self.request_id / "cleaned"
+
+    @property
+    def probes_dir(self) -> Path:
+        """Knowledge probes of the request (documents evaluation, general knowledge)."""
+        return self.assets / "datasets" / self.request_id / "probes"
 
     @property
     def retain_model_dir(self) -> Path:

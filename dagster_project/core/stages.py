@@ -8,6 +8,7 @@ metadata that is safe to publish: counts, hashes and metrics, never forget-set t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -22,8 +23,10 @@ from dagster_project.core.data import corpus as corpus_lib
 from dagster_project.core.data.datasets import build_forget_set, build_retain_set, resolve_subjects
 from dagster_project.core.data.io import fingerprint, md5_file, read_json, read_jsonl, sha256_text, weights_md5, write_json, write_jsonl
 from dagster_project.core.data.request import ForgetRequest, load_request, request_to_dict
-from dagster_project.core.layout import Layout
+from dagster_project.core import own_data
+from dagster_project.core.layout import Layout, uses_sources
 from dagster_project.core.model.base import BUNDLED, base_model_dir
+from dagster_project.core.sources.load import ROLES
 
 if TYPE_CHECKING:  # torch is imported by the stages that train, not by every stage
     from dagster_project.core.model.tiny_llama import TinyLlamaConfig
@@ -49,9 +52,14 @@ class Stage:
     run: Callable[[Layout, dict[str, Any]], dict[str, Any]]
     outs: Callable[[Layout], list[Path]]
     params: tuple[str, ...] = ()  # params.yaml sections the stage reads (dvc.yaml `params:`)
-    inputs: Callable[[Layout], list[Path]] = lambda layout: []  # deps that no stage produces
+    inputs: Callable[[Layout, dict[str, Any]], list[Path]] = lambda layout, params: []  # deps no stage produces
     cache: bool = True  # False: DVC hashes the output but keeps it out of the cache (small records)
     shared: bool = False  # True: one output for every request (corpus, tokenizer, target model), not per request
+    sources_outs: Callable[[Layout], list[Path]] = lambda layout: []  # more outputs on the user's own data
+
+    def paths(self, layout: Layout, params: dict[str, Any]) -> list[Path]:
+        """Every output the stage writes under `params`."""
+        return self.outs(layout) + (self.sources_outs(layout) if uses_sources(params) else [])
 
     def key(self, layout: Layout) -> str:
         """The stage's name in dvc.yaml/dvc.lock: `<name>@<request id>` for per-request stages (a foreach)."""
@@ -67,6 +75,10 @@ def _request(layout: Layout) -> ForgetRequest:
 
 
 def run_corpus(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
+    if uses_sources(params):  # the user's own data replaces the embedded corpus
+        shutil.rmtree(layout.corpus_dir, ignore_errors=True)
+        write_json(layout.corpus_dir / "manifest.json", {"built": False, "reason": "params.yaml declares sources"})
+        return {"built": False}
     corpus = corpus_lib.generate_corpus(corpus_lib.CorpusConfig(**params["corpus"]))
     counts = corpus_lib.write_corpus(corpus, layout.corpus_dir)
     return {**counts, **{f"split_{k}": len(v) for k, v in corpus.splits.items()}}
@@ -77,11 +89,36 @@ def run_forget_request(layout: Layout, params: dict[str, Any]) -> dict[str, Any]
     if request.id != layout.request_id:
         raise ValueError(f"request file {layout.request_file}: field 'id' is {request.id!r} but must equal the file name "
                          f"stem {layout.request_id!r} (artifact paths are keyed by it)")
+    check_method_fits_data(request, params)
     write_json(layout.request_json, request_to_dict(request))
-    subjects = request.subjects or []
+    documents = own_data.write_request_documents(layout, params, request)
+    subjects = request.subject_names
     return {"request_id": request.id, "method": request.method, "mode": request.mode,
-            "n_subjects": len(subjects), "split": request.split or "",
+            "n_subjects": len(subjects), "split": request.split or "", "documents": len(request.documents or []),
+            "document_passages": documents, "record_ids": sum(len(ids) for ids in (request.records or {}).values()),
             "subjects_sha256": sha256_text("\n".join(sorted(subjects)))}
+
+
+# methods whose forget term is built from the embedded corpus's questions and people
+QA_ONLY_METHODS = ("snap", "idksft", "idkdpo")
+
+
+def check_method_fits_data(request: ForgetRequest, params: dict[str, Any]) -> None:
+    """A request the pipeline cannot serve fails before anything trains, naming the field and the way out."""
+    from dagster_project.core.methods.registry import get_method
+
+    get_method(request.method)
+    if uses_sources(params):
+        if request.split is not None:
+            raise ValueError(f"request {request.id}: field 'split' names the embedded corpus's people, and this root "
+                             f"serves its own sources: name the subjects, records or documents to forget")
+        if request.forget_data == "given" and request.method in QA_ONLY_METHODS:
+            raise ValueError(f"request {request.id}: field 'method': {request.method} trains on the embedded corpus's "
+                             f"questions; on your own documents use npo, simnpo, graddiff, gradascent or rmu (or "
+                             f"forget_data: reveal, whose release rounds take npo, graddiff or snap)")
+    elif request.records or request.documents:
+        raise ValueError(f"request {request.id}: fields 'records' and 'documents' need the user's own data: declare "
+                         f"`sources:` in params.yaml")
 
 
 def _forget_ids(layout: Layout, corpus: corpus_lib.Corpus) -> list[str]:
@@ -89,6 +126,8 @@ def _forget_ids(layout: Layout, corpus: corpus_lib.Corpus) -> list[str]:
 
 
 def run_forget_set(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
+    if uses_sources(params):
+        return own_data.run_collection(layout, params)
     corpus = _corpus(layout)
     forget_ids = _forget_ids(layout, corpus)
     records = build_forget_set(corpus.qa, forget_ids)
@@ -97,10 +136,32 @@ def run_forget_set(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_retain_set(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
+    if uses_sources(params):
+        return own_data.run_retain_documents(layout, params)
     corpus = _corpus(layout)
     records = build_retain_set(corpus.qa, corpus.splits, _forget_ids(layout, corpus))
     write_jsonl(layout.retain_set, records)
     return {"records": len(records), "subjects": len({r["person_id"] for r in records}), "md5": md5_file(layout.retain_set)}
+
+
+def run_cleaned_training_set(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
+    """The training data without the forget records: each train source file in its own format, or, on the
+    embedded corpus, the target's training records without the forget people (the retain model's data)."""
+    if uses_sources(params):
+        return own_data.run_cleaned_sources(layout, params)
+    records = target_training_records(_corpus(layout), exclude=read_jsonl(layout.forget_set))
+    shutil.rmtree(layout.cleaned_dir, ignore_errors=True)
+    write_jsonl(layout.cleaned_dir / "train.jsonl", records)
+    write_json(layout.cleaned_dir / "manifest.json", {"built": True, "files": [
+        {"name": "train.jsonl", "md5": md5_file(layout.cleaned_dir / "train.jsonl"), "records": len(records)}]})
+    return {"built": True, "kept": len(records), "md5:train.jsonl": md5_file(layout.cleaned_dir / "train.jsonl")}
+
+
+def target_training_records(corpus: corpus_lib.Corpus, exclude: list[dict] = ()) -> list[dict]:
+    """What the target model trains on: every trained person's QA and the general knowledge, minus `exclude`'s
+    people."""
+    skip = set(corpus.splits["holdout"]) | {r["person_id"] for r in exclude}
+    return [r for r in corpus.qa if r["person_id"] not in skip] + corpus.general_knowledge
 
 
 def base_model_spec(params: dict[str, Any]) -> str | None:
@@ -141,7 +202,8 @@ def base_model(layout: Layout, params: dict[str, Any]) -> Path | None:
 
 
 def run_tokenizer(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
-    """A byte-level BPE trained on the corpus; with a base model, the base model's own tokenizer."""
+    """A byte-level BPE trained on the corpus (or the train and retain sources); with a base model, the base
+    model's own tokenizer."""
     from dagster_project.core.model.tiny_llama import load_tokenizer, save_tokenizer, train_tokenizer
 
     base = base_model(layout, params)
@@ -151,9 +213,12 @@ def run_tokenizer(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
         save_tokenizer(tokenizer, layout.tokenizer_dir)
         return {"vocab_size": len(tokenizer), "base": base_model_spec(params),
                 "chat_template": bool(getattr(tokenizer, "chat_template", None))}
-    corpus = _corpus(layout)
-    texts = [text for r in corpus.qa + corpus.general_knowledge
-             for text in [r["question"], *r["train_questions"], r["answer"], r["paraphrased_answer"], *r["perturbed_answers"]]]
+    if uses_sources(params):
+        texts = [text for r in own_data.searched_records(layout) for text in (r["prompt"], r["completion"]) if text]
+    else:
+        corpus = _corpus(layout)
+        texts = [text for r in corpus.qa + corpus.general_knowledge for text in
+                 [r["question"], *r["train_questions"], r["answer"], r["paraphrased_answer"], *r["perturbed_answers"]]]
     tokenizer = train_tokenizer(texts, params["tokenizer"]["vocab_size"], layout.tokenizer_dir)
     return {"vocab_size": len(tokenizer), "texts": len(texts)}
 
@@ -181,20 +246,47 @@ def _train_cached(layout: Layout, params: dict[str, Any], records: list[dict], o
 
 
 def run_target_model(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
-    corpus = _corpus(layout)
-    holdout = set(corpus.splits["holdout"])
-    records = [r for r in corpus.qa if r["person_id"] not in holdout] + corpus.general_knowledge
+    """The model requests are unlearned from: fine-tuned here on the corpus or the train source (params `train:`),
+    or, on the user's own data without `train:`, the user's already fine-tuned model as it is."""
+    if uses_sources(params) and "train" not in params:
+        return _copy_model(layout, params)
+    records = (own_data.read_role(layout.source_dir("train")) if uses_sources(params)
+               else target_training_records(_corpus(layout)))
+    if not records:
+        raise ValueError("params train: fine-tunes the model on the train source, and none is declared (sources.train)")
     return _train_cached(layout, params, records, layout.target_model_dir, "train target")
 
 
+def _copy_model(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
+    """The user's model folder copied into the store (DVC versions it, adapters name it as their base)."""
+    base = base_model(layout, params)
+    if base is None:
+        raise ValueError("params model: name the model fine-tuned on your data (model.path: <folder>, or model.base), "
+                         "or add a train: section to fine-tune one here")
+    key = fingerprint({"code": MODEL_CACHE_VERSION, "copied": weights_md5(base)})
+    manifest_path = layout.target_model_dir / "train_manifest.json"
+    if not (manifest_path.exists() and read_json(manifest_path)["cache_key"] == key):
+        shutil.rmtree(layout.target_model_dir, ignore_errors=True)
+        shutil.copytree(base, layout.target_model_dir, ignore=shutil.ignore_patterns("train_manifest.json"))
+        write_json(manifest_path, {"cache_key": key, "copied_from": base_model_spec(params)})
+    return {**read_json(manifest_path), "cached": False}
+
+
 def run_retain_model(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
+    if uses_sources(params):  # the user's data has no retain model: its evaluation needs none (eval/documents.py)
+        shutil.rmtree(layout.retain_model_dir, ignore_errors=True)
+        write_json(layout.retain_model_dir / "train_manifest.json",
+                   {"built": False, "reason": "a request on the user's own data is evaluated without a retain model"})
+        return {"built": False}
     records = read_jsonl(layout.retain_set) + _corpus(layout).general_knowledge
     return _train_cached(layout, params, records, layout.retain_model_dir, "train retain")
 
 
-def unlearning_retain_records(layout: Layout) -> list[dict]:
-    """What the retain term of unlearning keeps: the retain set and the general knowledge (world facts,
-    famous authors) that target and retain models both learned and that model utility measures."""
+def unlearning_retain_records(layout: Layout, params: dict[str, Any]) -> list[dict]:
+    """What the retain term of unlearning keeps: the retain set, and on the embedded corpus the general knowledge
+    (world facts, famous authors) that target and retain models both learned and that model utility measures."""
+    if uses_sources(params):
+        return read_jsonl(layout.retain_set)
     return read_jsonl(layout.retain_set) + _corpus(layout).general_knowledge
 
 
@@ -211,7 +303,7 @@ def _reveal_inputs(layout: Layout, params: dict[str, Any], request: ForgetReques
     from dagster_project.core.reveal.reveal import RevealConfig
 
     release = release_config(unlearning_hyperparameters(request, params))
-    subjects = list(request.subjects or dict.fromkeys(r["subject"] for r in read_jsonl(layout.forget_set)))
+    subjects = list(request.subject_names or dict.fromkeys(r["subject"] for r in read_jsonl(layout.forget_set)))
     return subjects, RevealConfig(**{**(params.get("reveal") or {}), "seed": release.seed}), release
 
 
@@ -305,12 +397,12 @@ def run_snap_data(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
     request = _request(layout)
     data: dict[str, Any] = {"negative": [], "hard_positives": [], "scorer": "", "answered_by": "",
                             "blank_answers_dropped": 0, "paraphrased_instructions": 0}
-    if request.method == "snap":
+    if request.method == "snap" and request.forget_data == "given":
         config = get_method("snap").config_cls.from_hyperparameters(unlearning_hyperparameters(request, params))
         data = snap_datasets(layout, params, config.seed, config.neighbours)
     for key, name in SNAP_FILES.items():
         write_jsonl(layout.snap_data_dir / name, data[key])
-    manifest = {"built": request.method == "snap",
+    manifest = {"built": bool(data["negative"]),
                 **{k: data[k] for k in ("scorer", "answered_by", "blank_answers_dropped", "paraphrased_instructions")}}
     write_json(layout.snap_data_dir / "manifest.json", manifest)
     return {**manifest, "negative_pairs": len(data["negative"]), "hard_positives": len(data["hard_positives"]),
@@ -335,7 +427,7 @@ def wagle_attribution(layout: Layout, params: dict[str, Any], spec: dict[str, An
     from dagster_project.core.model.tiny_llama import load_tokenizer
 
     forget_pairs = training_pairs(read_jsonl(layout.forget_set))
-    retain_pairs = training_pairs(unlearning_retain_records(layout))
+    retain_pairs = training_pairs(unlearning_retain_records(layout, params))
     key = fingerprint({"code": ATTRIBUTION_CACHE_VERSION, "weights": weights_md5(layout.target_model_dir),
                        "forget": forget_pairs, "retain": retain_pairs, "spec": spec})
     cached = layout.cache_dir / "attribution" / key
@@ -401,7 +493,7 @@ def run_unlearned(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
     if request.forget_data == "reveal":
         return _run_release(layout, params, request)
     write_json(layout.release_rounds_dir / "manifest.json", {"built": False})
-    forget, retain = read_jsonl(layout.forget_set), unlearning_retain_records(layout)
+    forget, retain = read_jsonl(layout.forget_set), unlearning_retain_records(layout, params)
     hyperparameters = unlearning_hyperparameters(request, params)
     method_data = load_snap_data(layout) if request.method == "snap" else None
     wagle = wagle_inputs(layout.attribution_dir, request.mode) if request.wagle else {}
@@ -440,7 +532,7 @@ def _run_release(layout: Layout, params: dict[str, Any], request: ForgetRequest)
         shutil.rmtree(layout.unlearned_dir)
     encode, encoder_name = load_encoder()
     result = release(layout.target_model_dir, load_tokenizer(layout.tokenizer_dir), subjects, load_revealed(layout),
-                     unlearning_retain_records(layout), request.method, release_config, reveal_config, encode,
+                     unlearning_retain_records(layout, params), request.method, release_config, reveal_config, encode,
                      layout.unlearned_dir, layout.release_rounds_dir, encoder_name)
     write_json(layout.release_rounds_dir / "manifest.json", {"built": True, "rounds_done": result["rounds_done"]})
     write_json(layout.unlearned_dir / "unlearn_manifest.json",
@@ -477,43 +569,60 @@ def request_eval_sets(layout: Layout, params: dict[str, Any]) -> dict[str, list[
     return build_eval_sets(_corpus(layout), read_jsonl(layout.forget_set), read_jsonl(layout.retain_set), params["eval"])
 
 
+def run_knowledge_probes(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
+    """Cloze probes: on the user's own data every set (forget, retain, hard positives, utility, general knowledge,
+    θ₀'s paraphrases); on the embedded corpus the general-knowledge set alone, when params `probes:` asks for it
+    (a real model's knowledge, which invented people cannot show)."""
+    from dagster_project.core.probes.build import ProbeConfig, general_probes, number_probes
+
+    if uses_sources(params):
+        return own_data.run_document_probes(layout, params)
+    wanted = "probes" in params and ProbeConfig(**params["probes"] or {}).general_knowledge
+    return own_data.write_probes(layout, number_probes(general_probes()) if wanted else [], {})
+
+
 def evaluate_for_request(layout: Layout, params: dict[str, Any], model_dir: Path, use_cache: bool = True) -> dict[str, float]:
     """Any model's metrics on `layout`'s request, exactly as the evaluation stage reports the unlearned model
     (against that request's target and retain models), plus `utility_ratio` to the target's utility.
 
     What promotion gates, compliance runs and audits re-check: a champion re-evaluated on a request it was
     promoted for reproduces that request's numbers (deterministic on CPU)."""
+    return request_report(layout, params, model_dir, use_cache)["models"]["unlearned"]["metrics"]
+
+
+def request_report(layout: Layout, params: dict[str, Any], model_dir: Path, use_cache: bool = True) -> dict[str, Any]:
+    """The evaluation report of `model_dir` as the request's unlearned model: the documents report on the user's
+    own data; on the embedded corpus TOFU's (against the target and retain models), with general-knowledge
+    probes where the request has them."""
     from dagster_project.core.eval.compare import utility_ratio
+    from dagster_project.core.eval.documents import add_probe_metrics
     from dagster_project.core.eval.report import build_report
 
+    if uses_sources(params):
+        return own_data.documents_evaluation(layout, params, model_dir, use_cache)
     eval_sets = request_eval_sets(layout, params)
-    scores = {role: cached_scores(layout, params, role, path, eval_sets)
-              for role, path in (("target", layout.target_model_dir), ("retain", layout.retain_model_dir))}
-    scores["unlearned"] = cached_scores(layout, params, "unlearned", model_dir, eval_sets, use_cache=use_cache)
-    models = build_report(eval_sets, scores)["models"]
-    metrics = models["unlearned"]["metrics"]
-    return {**metrics, "utility_ratio": utility_ratio(metrics["model_utility"], models["target"]["metrics"]["model_utility"])}
+    models = {"target": layout.target_model_dir, "retain": layout.retain_model_dir, "unlearned": model_dir}
+    scores = {role: cached_scores(layout, params, role, path, eval_sets, use_cache=use_cache or role != "unlearned")
+              for role, path in models.items()}
+    report = build_report(eval_sets, scores)
+    probes = read_jsonl(layout.probes_dir / "probes.jsonl") if (layout.probes_dir / "probes.jsonl").exists() else []
+    if probes:
+        add_probe_metrics(report, probes, {role: own_data.probe_scores(layout, params, role, path, probes,
+                                                                       use_cache=use_cache or role != "unlearned")
+                                           for role, path in models.items()})
+    unlearned = report["models"]["unlearned"]["metrics"]
+    unlearned["utility_ratio"] = utility_ratio(unlearned["model_utility"], report["models"]["target"]["metrics"]["model_utility"])
+    return report
 
 
 def run_evaluation(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
-    from dagster_project.core.eval.compare import utility_ratio
-    from dagster_project.core.eval.plots import plot_report
-    from dagster_project.core.eval.report import build_report
+    from dagster_project.core.eval.plots import plot_documents_report, plot_report
 
-    eval_sets = request_eval_sets(layout, params)
-    models = {"target": layout.target_model_dir, "retain": layout.retain_model_dir, "unlearned": layout.unlearned_dir}
-    timings = {}
-    scores = {}
-    for role, model_dir in models.items():
-        started = time.perf_counter()
-        scores[role] = cached_scores(layout, params, role, model_dir, eval_sets)
-        timings[role] = round(time.perf_counter() - started, 2)
-    report = build_report(eval_sets, scores)
-    unlearned = report["models"]["unlearned"]["metrics"]
-    unlearned["utility_ratio"] = utility_ratio(unlearned["model_utility"], report["models"]["target"]["metrics"]["model_utility"])
+    started = time.perf_counter()
+    report = request_report(layout, params, layout.unlearned_dir)
     write_json(layout.eval_dir / "report.json", report)
-    plot_report(report, layout.eval_dir / "metrics.png")
-    return {**unlearned, **{f"seconds_{role}": t for role, t in timings.items()}}
+    (plot_documents_report if report.get("kind") == "documents" else plot_report)(report, layout.eval_dir / "metrics.png")
+    return {**report["models"]["unlearned"]["metrics"], "seconds": round(time.perf_counter() - started, 2)}
 
 
 def git_commit(root: Path) -> str:
@@ -538,22 +647,16 @@ AUDITED = {
     "revealed_forget_set": ("revealed_forget_set", lambda l: l.revealed_dir),
     "unlearned_adapter": ("unlearned_adapter", lambda l: l.unlearned_dir),
     "release_rounds": ("unlearned_adapter", lambda l: l.release_rounds_dir),
+    "request_documents": ("forget_request", lambda l: l.request_documents),
+    "collection": ("forget_set", lambda l: l.collection_dir),
+    "cleaned_training_set": ("cleaned_training_set", lambda l: l.cleaned_dir),
+    "knowledge_probes": ("knowledge_probes", lambda l: l.probes_dir),
+    **{f"{role}_source": (f"{role}_source", lambda l, role=role: l.source_dir(role)) for role in ROLES},
 }
 
 
-def _validation_results(layout: Layout) -> dict[str, dict[str, Any]]:
-    """The blocking data checks re-run on the versioned datasets: outcome and expectation counts, no values."""
-    from dagster_project.core.data.validation import validate_no_overlap, validate_qa_dataset
-
-    forget, retain = read_jsonl(layout.forget_set), read_jsonl(layout.retain_set)
-    outcomes = {"forget_set_is_valid": [validate_qa_dataset(forget, "forget_set")],
-                "retain_set_is_valid_and_disjoint": [validate_qa_dataset(retain, "retain_set"),
-                                                     validate_no_overlap(forget, retain)]}
-    return {name: {"passed": all(o.passed for o in group), "expectations": sum(len(o.checks) for o in group),
-                   "failed": [f for o in group for f in o.failures()]} for name, group in outcomes.items()}
-
-
 def run_registered_model(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
+    from dagster_project.core import checks
     from dagster_project.core.audit.compute import compute_environment
     from dagster_project.core.audit.gates import check_gates, load_gates
     from dagster_project.core.audit.manifest import (
@@ -581,23 +684,29 @@ def run_registered_model(layout: Layout, params: dict[str, Any]) -> dict[str, An
     scope = request.split or "request"
     candidate_metrics = report["models"]["unlearned"]["metrics"]
     metrics = {f"{scope}/{k}": v for k, v in candidate_metrics.items()}
-    metrics.update({f"{model}/{scope}/{k}": v for model in ("target", "retain")
-                    for k, v in report["models"][model]["metrics"].items()})
+    metrics.update({f"{model}/{scope}/{k}": v for model, body in report["models"].items() if model != "unlearned"
+                    for k, v in body["metrics"].items()})
     md5s = {label: locked_outs(layout.root, STAGES[stage].key(layout)).get(layout.rel(path(layout)), "uncommitted")
             for label, (stage, path) in AUDITED.items()}
     hyperparameters = unlearning_hyperparameters(request, params)
-    seeds = {"corpus": params["corpus"]["seed"], "train": params["train"]["seed"], "eval": params["eval"]["seed"],
-             "unlearn": hyperparameters.get("seed", 0)}
+    seeds = {"corpus": (params.get("corpus") or {}).get("seed"), "train": (params.get("train") or {}).get("seed"),
+             "eval": params["eval"]["seed"], "unlearn": hyperparameters.get("seed", 0)}
     wagle = read_json(layout.attribution_dir / "manifest.json") if request.wagle else {}
     forget = read_jsonl(layout.forget_set)
     manifest = {
         "format": MANIFEST_FORMAT, "model_name": params["registry"]["model_name"],
         "request": {"id": request.id, "sha256": hashlib.sha256((layout.root / layout.request_file).read_bytes()).hexdigest(),
-                    "subjects_sha256": sha256_text("\n".join(sorted(request.subjects or []))), "split": request.split,
+                    "subjects_sha256": sha256_text("\n".join(sorted(request.subject_names))), "split": request.split,
                     "method": request.method, "mode": request.mode, "forget_data": request.forget_data,
                     "wagle": request.wagle.model_dump() if request.wagle else None},
-        "counts": {"forget_records": len(forget), "forget_subjects": len({r["person_id"] for r in forget})},
-        "artifacts": md5s, "validation": _validation_results(layout), "metrics": candidate_metrics,
+        "data": "sources" if uses_sources(params) else "corpus",
+        "counts": {"forget_records": len(forget), "forget_subjects": len({r["person_id"] for r in forget})
+                   if not uses_sources(params) else len(request.subject_names),
+                   "documents": len(request.documents or []),
+                   "record_ids": sum(len(ids) for ids in (request.records or {}).values())},
+        "collection": read_json(layout.collection_dir / "report.json") if uses_sources(params) else None,
+        "artifacts": md5s, "validation": checks.summarise(checks.request_checks(layout, params)),
+        "metrics": candidate_metrics,
         "wagle_mask_sha256": wagle.get("mask_sha256"), "hyperparameters": hyperparameters, "seeds": seeds,
         "eval": params["eval"], "params": {k: v for k, v in params.items() if k != "request"},
         "git_commit": git_commit(layout.root), "environment_sha256": environment_hash(),
@@ -632,12 +741,14 @@ def run_registered_model(layout: Layout, params: dict[str, Any]) -> dict[str, An
                 "compute": json.dumps(manifest["compute"], sort_keys=True),
                 "audit_manifest_sha256": manifest_sha256(layout.audit_dir / MANIFEST_FILE),
                 "gates_at_registration": "passed" if all(g.passed for g in gates) else "failed",
-                **{f"dvc_md5.{k}": v for k, v in md5s.items()}}
+                "data": manifest["data"], **{f"dvc_md5.{k}": v for k, v in md5s.items()}}
         registration = register_candidate(
             layout.root, model_name, request.id,
             params={"method": request.method, "mode": request.mode, **{f"hp.{k}": v for k, v in hyperparameters.items()}},
             metrics=metrics, version_metrics=candidate_metrics, tags=tags,
-            artifact_dirs={"model": layout.unlearned_dir, "evaluation": layout.eval_dir, "audit": layout.audit_dir},
+            artifact_dirs={"model": layout.unlearned_dir, "evaluation": layout.eval_dir, "audit": layout.audit_dir,
+                           # counts, a histogram and hashed ids: no names, no text
+                           **({"collection": layout.collection_dir} if uses_sources(params) else {})},
         )
     record = {**registration.to_dict(), "dvc_md5": md5s, "metrics": candidate_metrics, "reused": existing is not None,
               "audit_manifest_sha256": tags["audit_manifest_sha256"], "gates_at_registration": tags["gates_at_registration"]}
@@ -645,14 +756,30 @@ def run_registered_model(layout: Layout, params: dict[str, Any]) -> dict[str, An
     return record
 
 
+def _source_out(role: str, layout: Layout) -> list[Path]:
+    return [layout.source_dir(role)]
+
+
+def _source_files(role: str, layout: Layout, params: dict[str, Any]) -> list[Path]:
+    """A role's declared files inside the root (dvc.yaml deps; a file outside the root is hashed in its manifest)."""
+    from dagster_project.core.sources.load import declared_sources, source_path
+
+    paths = [source_path(spec, layout.root) for spec in declared_sources(params).get(role, [])]
+    return [p for p in paths if p.resolve().is_relative_to(layout.root)]
+
+
 STAGES: dict[str, Stage] = {
     stage.name: stage
     for stage in [
         Stage("tofu_like_corpus", run_corpus, lambda l: [l.corpus_dir], params=("corpus",), shared=True),
-        Stage("forget_request", run_forget_request, lambda l: [l.request_json], params=("requests_dir",),
-              inputs=lambda l: [l.root / l.request_file]),
-        Stage("forget_set", run_forget_set, lambda l: [l.forget_set]),
-        Stage("retain_set", run_retain_set, lambda l: [l.retain_set]),
+        *(Stage(f"{role}_source", functools.partial(own_data.run_source, role=role), functools.partial(_source_out, role),
+                params=("sources",), inputs=functools.partial(_source_files, role), shared=True) for role in ROLES),
+        Stage("forget_request", run_forget_request, lambda l: [l.request_json, l.request_documents],
+              params=("requests_dir", "collection"), inputs=lambda l, p: [l.root / l.request_file]),
+        Stage("forget_set", run_forget_set, lambda l: [l.forget_set], params=("collection",),
+              sources_outs=lambda l: [l.forget_set.parent / own_data.SCORES_FILE, l.collection_dir]),
+        Stage("retain_set", run_retain_set, lambda l: [l.retain_set], params=("collection", "retain")),
+        Stage("cleaned_training_set", run_cleaned_training_set, lambda l: [l.cleaned_dir], params=("sources",)),
         Stage("tokenizer", run_tokenizer, lambda l: [l.tokenizer_dir], params=("tokenizer", "model"), shared=True),
         Stage("target_model", run_target_model, lambda l: [l.target_model_dir], params=("model", "train"), shared=True),
         Stage("retain_model", run_retain_model, lambda l: [l.retain_model_dir], params=("model", "train")),
@@ -660,6 +787,7 @@ STAGES: dict[str, Stage] = {
         Stage("revealed_forget_set", run_revealed_forget_set, lambda l: [l.revealed_dir], params=("reveal", "release")),
         Stage("weight_attribution", run_weight_attribution, lambda l: [l.attribution_dir], params=("eval",)),
         Stage("unlearned_adapter", run_unlearned, lambda l: [l.unlearned_dir, l.release_rounds_dir], params=("unlearn", "reveal", "release")),
+        Stage("knowledge_probes", run_knowledge_probes, lambda l: [l.probes_dir], params=("probes", "eval")),
         Stage("evaluation", run_evaluation, lambda l: [l.eval_dir], params=("eval",)),
         Stage("registered_model", run_registered_model, lambda l: [l.registry_record, l.audit_dir],
               params=("registry", "unlearn", "promotion"),

@@ -59,7 +59,7 @@ def materialize_stage(context: dg.AssetExecutionContext, pipeline: PipelineResou
     seconds = time.perf_counter() - started
     context.log.info(f"stage {name} finished in {seconds:.1f}s")
     metadata: dict[str, Any] = {**_publishable(result), "stage_seconds": round(seconds, 2)}
-    paths = [layout.rel(p) for p in stage.outs(layout)]
+    paths = [layout.rel(p) for p in stage.paths(layout, params)]
     metadata["paths"] = dg.MetadataValue.json(paths)
     if pipeline.dvc_commit:
         if not stage.shared:  # a request file added since dvc.yaml was written gets its foreach entry first

@@ -8,6 +8,11 @@ A candidate must forget (forget quality, TOFU's KS-test p-value against the reta
 (model utility as a fraction of the target's), answer sensibly (gibberish and refusal rate bounds) and
 keep every earlier request still in force forgotten: on each such request's forget set its answers may
 not recall more than they did when that request was promoted (`regression_tolerance`, absolute).
+
+A request on the user's own data has no retain model, so its knowledge probes decide instead: forget-probe
+top-1 at most `forget_probe_margin_max` above chance, model utility (retain, utility and general-knowledge
+probes) and hard-positive top-1 kept as fractions of the target's. Every model whose evaluation scored
+general-knowledge probes (every real model) must also keep `general_knowledge_ratio_min` of the target's.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from typing import Any
 from dagster_project.core.methods.base import config_from_hyperparameters
 
 # what "still forgotten" compares, on a request's own forget set: higher = more of it recalled
-RECALL_METRICS = ("forget_rouge", "forget_fact_accuracy", "forget_paraphrase_rouge", "relearn_rouge_after")
+RECALL_METRICS = ("forget_rouge", "forget_fact_accuracy", "forget_paraphrase_rouge", "relearn_rouge_after",
+                  "forget_probe_top1", "forget_probe_containment", "paraphrase_probe_top1", "relearn_probe_top1_after")
 
 
 @dataclass(frozen=True)
@@ -28,6 +34,9 @@ class Gates:
     gibberish_rate_max: float = 0.25  # share of forget answers that are word salad (forgetting by breaking)
     refusal_rate_max: float = 1.0  # share of forget answers that refuse; 1.0 = no bound (SNAP refuses by design)
     regression_tolerance: float = 0.05  # how much more an earlier forget set may be recalled (absolute)
+    forget_probe_margin_max: float = 0.10  # own data: forget-probe top-1 at most chance + this
+    hard_positive_ratio_min: float = 0.95  # own data: hard-positive probe top-1 / the target's
+    general_knowledge_ratio_min: float = 0.95  # general-knowledge probe top-1 / the target's (real models)
 
 
 @dataclass(frozen=True)
@@ -57,16 +66,23 @@ def check_gates(gates: Gates, metrics: dict[str, float],
                 still_forgotten: dict[str, tuple[dict[str, float], dict[str, float]]] | None = None) -> list[GateResult]:
     """Every gate on a candidate's `metrics` (its evaluation on its own request, with `utility_ratio`), and one
     `still_forgotten:<request>` gate per earlier request in force: (its metrics now, at its promotion)."""
-    bounds = [("forget_quality", "forget_quality", gates.forget_quality_min, True),
-              ("utility_ratio", "utility_ratio", gates.utility_ratio_min, True),
-              ("gibberish_rate", "forget_gibberish_rate", gates.gibberish_rate_max, False),
-              ("refusal_rate", "forget_refusal_rate", gates.refusal_rate_max, False)]
+    if "forget_probe_top1" in metrics and "forget_quality" not in metrics:  # own data: the documents report
+        bounds = [("forget_probe_margin", "forget_probe_margin", gates.forget_probe_margin_max, False),
+                  ("utility_ratio", "utility_ratio", gates.utility_ratio_min, True),
+                  ("hard_positive_ratio", "hard_positive_probe_ratio", gates.hard_positive_ratio_min, True)]
+    else:
+        bounds = [("forget_quality", "forget_quality", gates.forget_quality_min, True),
+                  ("utility_ratio", "utility_ratio", gates.utility_ratio_min, True)]
+    bounds += [("gibberish_rate", "forget_gibberish_rate", gates.gibberish_rate_max, False),
+               ("refusal_rate", "forget_refusal_rate", gates.refusal_rate_max, False)]
+    if "general_knowledge_ratio" in metrics:
+        bounds.append(("general_knowledge_ratio", "general_knowledge_ratio", gates.general_knowledge_ratio_min, True))
     results = []
     for gate, key, bound, at_least in bounds:
         if key not in metrics:
             raise KeyError(f"gate {gate}: the candidate has no metric {key!r} (was it evaluated by this version?)")
         value = float(metrics[key])
-        passed = value >= bound if at_least else value <= bound
+        passed = value >= bound if at_least else value <= bound  # NaN (nothing to measure against) fails both
         relation = (">=" if at_least else "<=") if passed else ("<" if at_least else ">")
         results.append(GateResult(gate, passed, value, bound, f"{key} {value:.3g} {relation} {bound:g}"))
     for request_id, (now, then) in sorted((still_forgotten or {}).items()):

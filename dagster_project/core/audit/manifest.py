@@ -58,19 +58,35 @@ def gates_table(gates: list[GateResult]) -> str:
     return f"| gate | result | detail |\n|---|---|---|\n{rows}"
 
 
+CARD_METRICS = ("forget_quality", "model_utility", "utility_ratio", "forget_rouge", "forget_fact_accuracy",
+                "forget_gibberish_rate", "forget_refusal_rate", "relearn_rouge_after", "mia_min_k_auc",
+                "general_knowledge_ratio")
+DOCUMENT_CARD_METRICS = ("forget_probe_top1", "probe_chance", "paraphrase_probe_top1", "forget_probe_containment",
+                         "model_utility", "utility_ratio", "hard_positive_probe_ratio", "general_knowledge_ratio",
+                         "forget_gibberish_rate", "forget_refusal_rate", "forget_leak_rate", "relearn_probe_top1_after",
+                         "mia_loss_auc")
+
+
 def model_card(manifest: dict[str, Any], gates: list[GateResult], heading: str) -> str:
     """A version's model card in Markdown: what was forgotten (hashes and counts only), how, how well, gates."""
     request, metrics = manifest["request"], manifest["metrics"]
-    shown = ("forget_quality", "model_utility", "utility_ratio", "forget_rouge", "forget_fact_accuracy",
-             "forget_gibberish_rate", "forget_refusal_rate", "relearn_rouge_after", "mia_min_k_auc")
+    own_data = manifest.get("data") == "sources"
+    shown = DOCUMENT_CARD_METRICS if own_data else CARD_METRICS
     metric_rows = "\n".join(f"| {k} | {metrics[k]:.4g} |" for k in shown if k in metrics)
     artifacts = "\n".join(f"| {label} | `{md5}` |" for label, md5 in sorted(manifest["artifacts"].items()))
+    counts = manifest["counts"]
+    collection = manifest.get("collection") or {}
+    found = (f" Collected from the sources: {json.dumps(collection.get('per_source', {}), sort_keys=True)} by "
+             f"{json.dumps(collection.get('per_match', {}), sort_keys=True)} (threshold {collection.get('threshold')}); "
+             f"{counts.get('documents', 0)} attached document(s), {counts.get('record_ids', 0)} record id(s) named. "
+             f"The training data without these records is the `cleaned_training_set` artifact below: any later "
+             f"fine-tune must use it." if own_data else "")
     return f"""# Model card: {manifest['model_name']}, request `{request['id']}`
 
 ## What was forgotten
 Request file SHA-256 `{request['sha256']}`; subjects SHA-256 `{request['subjects_sha256']}`; split
 `{request['split'] or '-'}`; {manifest['counts']['forget_records']} forget records of
-{manifest['counts']['forget_subjects']} subject(s). The text itself is personal data and is not in this card.
+{manifest['counts']['forget_subjects']} subject(s).{found} The text itself is personal data and is not in this card.
 
 ## How
 Method `{request['method']}` ({request['mode']}), forget data `{request['forget_data']}`, WAGLE
@@ -78,7 +94,8 @@ Method `{request['method']}` ({request['mode']}), forget data `{request['forget_
 `{json.dumps(manifest['seeds'], sort_keys=True)}`; code `{manifest['git_commit']}`; environment
 `{manifest['environment_sha256'][:16]}`; compute `{json.dumps(manifest['compute'], sort_keys=True)}`.
 
-## Metrics (against the target and retain models of this request)
+## Metrics ({"knowledge probes against the target model; no retain model" if own_data else
+              "against the target and retain models of this request"})
 | metric | value |
 |---|---|
 {metric_rows}

@@ -42,7 +42,7 @@ def resolve_subjects(request: ForgetRequest, people: list[dict[str, Any]], split
 
     person_ids: list[str] = []
     problems: list[str] = []
-    for index, subject in enumerate(request.subjects or []):
+    for index, subject in enumerate(request.subject_names):
         field = f"field 'subjects.{index}'"
         matches = by_name.get(normalise_name(subject), [])
         if not matches:

@@ -4,11 +4,15 @@ Example (YAML)::
 
     id: demo-forget10
     description: "Right-to-be-forgotten request #42"
-    subjects: ["Velmora Quintrell"]     # or: split: forget10 (exactly one of the two)
+    subjects:                           # or: split: forget10 (the embedded corpus's people)
+      - Velmora Quintrell
+      - {name: Jon Brandt, aliases: [J. Brandt, jon.brandt@example.org, CUS-40217]}
+    records: {train: [T-1042]}          # ids of records in a declared source (params.yaml `sources:`)
+    documents: [letter.txt]             # files attached in data/requests/<id>/
     method: graddiff
     mode: lora                          # lora | full
     hyperparameters: {steps: 100, lr: 1e-4}
-    forget_data: given                  # given (the corpus records of the subjects) | reveal (the model's own)
+    forget_data: given                  # given (the records about the subjects) | reveal (the model's own)
 
 Subject names are personal data: this module never logs them, and its error messages name the
 offending *field* (``subjects.2``) and the problem, never the value that was written there.
@@ -36,6 +40,7 @@ from pydantic import (
     model_validator,
 )
 
+from dagster_project.core.collection.match import Subject
 from dagster_project.core.data.schema import FORGET_SPLITS
 
 log = logging.getLogger(__name__)
@@ -49,6 +54,12 @@ METHOD_PATTERN = r"^[a-z0-9_]+$"
 HYPERPARAMETER_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 MAX_SUBJECTS = 200
 MAX_SUBJECT_CHARS = 100
+MAX_ALIASES = 20
+MAX_RECORD_IDS = 10_000
+MAX_DOCUMENTS = 50
+MAX_DOCUMENT_BYTES = 1024 * 1024
+DOCUMENT_SUFFIXES: tuple[str, ...] = (".txt", ".md", ".jsonl")
+DOCUMENT_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.\- ]{0,127}$"
 MAX_DESCRIPTION_CHARS = 500
 MAX_HYPERPARAMETERS = 100
 MAX_HYPERPARAMETER_STR_CHARS = 1000
@@ -84,7 +95,44 @@ def _check_hyperparameter(value: Any) -> Any:
 
 HyperparameterValue = Annotated[int | float | bool | str, PlainValidator(_check_hyperparameter)]
 HyperparameterKey = Annotated[str, StringConstraints(pattern=HYPERPARAMETER_KEY_PATTERN)]
-SubjectName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_SUBJECT_CHARS)]
+
+
+class NamedSubject(BaseModel):
+    """A subject with the other ways the data may name them: a nickname, an e-mail address, a customer id."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    aliases: tuple[str, ...] = ()
+
+
+def _subject_text(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{what}: expected text, got {_type_name(value)}")
+    if not value.strip() or len(value.strip()) > MAX_SUBJECT_CHARS:
+        raise ValueError(f"{what}: expected 1 to {MAX_SUBJECT_CHARS} characters")
+    return value.strip()
+
+
+def _check_subject(value: Any) -> str | NamedSubject:
+    """A name, or {name, aliases}. Hand-checked (not a pydantic union) so that an error sits at `subjects.N`
+    with one message, and names no value."""
+    if isinstance(value, str):
+        return _subject_text(value, "the name")
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a name or {{name, aliases}}, got {_type_name(value)}")
+    if set(value) - {"name", "aliases"}:
+        raise ValueError(f"{len(set(value) - {'name', 'aliases'})} unknown key(s); a subject has name and aliases")
+    aliases = value.get("aliases", [])
+    if not isinstance(aliases, list) or len(aliases) > MAX_ALIASES:
+        raise ValueError(f"aliases: expected a list of at most {MAX_ALIASES} names")
+    return NamedSubject(name=_subject_text(value.get("name"), "name"),
+                        aliases=tuple(dict.fromkeys(_subject_text(a, f"aliases.{i}") for i, a in enumerate(aliases))))
+
+
+SubjectEntry = Annotated[str | NamedSubject, PlainValidator(_check_subject)]
+RecordId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+DocumentName = Annotated[str, StringConstraints(pattern=DOCUMENT_NAME_PATTERN)]
 
 
 class WagleSpec(BaseModel):
@@ -98,14 +146,18 @@ class WagleSpec(BaseModel):
 
 
 class ForgetRequest(BaseModel):
-    """One validated forget request. Exactly one of ``subjects`` / ``split`` is set."""
+    """One validated forget request: a corpus ``split``, or any of ``subjects`` / ``records`` / ``documents``."""
 
     model_config = ConfigDict(extra="forbid")
 
     id: Annotated[str, StringConstraints(pattern=ID_PATTERN)]
     description: Annotated[str, StringConstraints(max_length=MAX_DESCRIPTION_CHARS)] | None = None
-    subjects: Annotated[list[SubjectName], Field(min_length=1, max_length=MAX_SUBJECTS)] | None = None
+    subjects: Annotated[list[SubjectEntry], Field(min_length=1, max_length=MAX_SUBJECTS)] | None = None
     split: ForgetSplit | None = None
+    # ids of records in the declared sources, by role: "forget these records"
+    records: dict[Literal["train", "retain"], Annotated[list[RecordId], Field(min_length=1)]] | None = None
+    # files attached in <requests_dir>/<id>/: "forget these documents"
+    documents: Annotated[list[DocumentName], Field(min_length=1, max_length=MAX_DOCUMENTS)] | None = None
     method: Annotated[str, StringConstraints(pattern=METHOD_PATTERN, max_length=64)]
     mode: Literal["lora", "full"] = "lora"
     hyperparameters: Annotated[dict[HyperparameterKey, HyperparameterValue], Field(max_length=MAX_HYPERPARAMETERS)] = (
@@ -118,27 +170,64 @@ class ForgetRequest(BaseModel):
 
     @field_validator("subjects")
     @classmethod
-    def _subjects_unique(cls, subjects: list[str] | None) -> list[str] | None:
+    def _subjects_unique(cls, subjects: list[str | NamedSubject] | None) -> list[str | NamedSubject] | None:
         if subjects is None:
             return None
         first_seen: dict[str, int] = {}
-        for index, name in enumerate(subjects):
-            key = normalise_name(name)
+        for index, subject in enumerate(subjects):
+            key = normalise_name(subject if isinstance(subject, str) else subject.name)
             if key in first_seen:
                 # The location is baked into the message: a field validator's errors sit at 'subjects'.
                 raise ValueError(f"subjects.{index} duplicates subjects.{first_seen[key]} (names compare case- and space-insensitively)")
             first_seen[key] = index
         return subjects
 
+    @field_validator("records")
+    @classmethod
+    def _records_bounded(cls, records: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
+        if records is not None and sum(len(ids) for ids in records.values()) > MAX_RECORD_IDS:
+            raise ValueError(f"at most {MAX_RECORD_IDS} record ids in all")
+        return records
+
+    @field_validator("documents")
+    @classmethod
+    def _documents_named(cls, documents: list[str] | None) -> list[str] | None:
+        for index, name in enumerate(documents or []):
+            if Path(name).suffix.lower() not in DOCUMENT_SUFFIXES:
+                raise ValueError(f"documents.{index}: expected a {', '.join(DOCUMENT_SUFFIXES)} file")
+            if name in documents[:index]:
+                raise ValueError(f"documents.{index}: listed twice")
+        return documents
+
     @model_validator(mode="after")
     def _exactly_one_target(self) -> "ForgetRequest":
-        if self.subjects is not None and self.split is not None:
-            raise ValueError("exactly one of 'subjects' or 'split' is required, got both")
-        if self.subjects is None and self.split is None:
-            raise ValueError("exactly one of 'subjects' or 'split' is required, got neither")
+        given = [key for key in ("subjects", "records", "documents") if getattr(self, key) is not None]
+        if self.split is not None and given:
+            raise ValueError(f"exactly one of 'subjects' or 'split' is required, got both ('split' names the corpus's "
+                             f"people and cannot be combined with {', '.join(repr(k) for k in given)})")
+        if self.split is None and not given:
+            raise ValueError("exactly one of 'subjects' or 'split' is required, got neither (or give 'records' or "
+                             "'documents' of the declared sources)")
         if self.forget_data == "reveal" and (self.mode != "lora" or self.wagle is not None):
             raise ValueError("forget_data 'reveal' trains LoRA modules: it needs mode 'lora' and no 'wagle' block")
+        if self.forget_data == "reveal" and self.subjects is None and self.split is None:
+            raise ValueError("forget_data 'reveal' makes the model reveal what it knows about named subjects: it "
+                             "needs 'subjects' (or 'split')")
         return self
+
+    @property
+    def subject_names(self) -> list[str]:
+        """The subjects' names, in request order (aliases aside)."""
+        return [s if isinstance(s, str) else s.name for s in self.subjects or []]
+
+    @property
+    def subject_entries(self) -> list[Subject]:
+        """The subjects with their aliases, as collection/match.py matches them."""
+        return [Subject(s) if isinstance(s, str) else Subject(s.name, s.aliases) for s in self.subjects or []]
+
+    def documents_dir(self, requests_dir: Path) -> Path:
+        """Where the request's attached documents live: <requests_dir>/<id>/."""
+        return Path(requests_dir) / self.id
 
 
 def request_to_dict(req: ForgetRequest) -> dict[str, Any]:
@@ -146,13 +235,17 @@ def request_to_dict(req: ForgetRequest) -> dict[str, Any]:
     return {
         "id": req.id,
         "description": req.description,
-        "subjects": list(req.subjects) if req.subjects is not None else None,
+        "subjects": [s if isinstance(s, str) else {"name": s.name, "aliases": list(s.aliases)} for s in req.subjects]
+        if req.subjects is not None else None,
         "split": req.split,
         "method": req.method,
         "mode": req.mode,
         "hyperparameters": {key: req.hyperparameters[key] for key in sorted(req.hyperparameters)},
         "wagle": req.wagle.model_dump() if req.wagle else None,
         "forget_data": req.forget_data,
+        # only when given: a request of the embedded corpus normalises to the same bytes as before these existed
+        **({"records": {role: list(ids) for role, ids in sorted(req.records.items())}} if req.records else {}),
+        **({"documents": list(req.documents)} if req.documents else {}),
     }
 
 
@@ -246,14 +339,39 @@ def load_request(path: Path, requests_dir: Path = DEFAULT_REQUESTS_DIR) -> Forge
         request = ForgetRequest.model_validate(data)
     except ValidationError as exc:
         raise RequestError(_format_validation_error(label, exc)) from None
+    document_paths(request, requests_dir, label)
     log.debug(
         "loaded forget request id=%s method=%s mode=%s target=%s",
         request.id,
         request.method,
         request.mode,
-        f"split {request.split}" if request.split else f"{len(request.subjects or [])} subjects",
+        f"split {request.split}" if request.split else
+        f"{len(request.subjects or [])} subjects, {len(request.documents or [])} documents",
     )
     return request
+
+
+def document_paths(request: ForgetRequest, requests_dir: Path, label: str = "") -> list[Path]:
+    """The request's attached documents, each checked: a regular UTF-8 file of at most MAX_DOCUMENT_BYTES inside
+    <requests_dir>/<id>/ (after symlinks). A RequestError names the field (`documents.N`), never the content."""
+    label = label or f"request {request.id}"
+    folder = request.documents_dir(requests_dir).resolve()
+    paths = []
+    for index, name in enumerate(request.documents or []):
+        where = f"{label}: field 'documents.{index}'"
+        path = (folder / name).resolve()
+        if not path.is_relative_to(folder):
+            raise RequestError(f"{where}: resolves outside {request.documents_dir(requests_dir)}")
+        if not path.is_file():
+            raise RequestError(f"{where}: no such file in {request.documents_dir(requests_dir)}/ (attach it there)")
+        if path.stat().st_size > MAX_DOCUMENT_BYTES:
+            raise RequestError(f"{where}: {path.stat().st_size} bytes, the limit is {MAX_DOCUMENT_BYTES}")
+        try:
+            path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RequestError(f"{where}: not valid UTF-8 (byte {exc.start})") from None
+        paths.append(path)
+    return paths
 
 
 def _locate(path: Path, requests_dir: Path) -> Path:

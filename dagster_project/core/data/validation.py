@@ -54,38 +54,40 @@ class CheckOutcome:
 
 # --------------------------------------------------------------------------------------------- GX plumbing
 
-_lock = threading.RLock()  # re-entrant: _run calls _gx under it
+_lock = threading.RLock()  # re-entrant: run_suite builds the context under it
 _state: dict[str, Any] = {}
 
 
-def _gx() -> tuple[Any, dict[str, Any]]:
-    """(great_expectations module, {asset kind: batch definition}), built once per process."""
+def _gx() -> dict[str, Any]:
+    """GX's module, ephemeral context and pandas source, built once per process."""
     with _lock:
         if "gx" not in _state:
-            _state.update(_build_gx())
-    return _state["gx"], _state["batch_defs"]
+            import great_expectations as gx
+            from great_expectations.data_context.types.base import ProgressBarsConfig
+
+            ctx = gx.get_context(mode="ephemeral")
+            ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+            _state.update(gx=gx, ctx=ctx, source=ctx.data_sources.add_pandas("unlearn_pandas"), batch_defs={})
+    return _state
 
 
-def _build_gx() -> dict[str, Any]:
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    ctx = gx.get_context(mode="ephemeral")
-    ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-    source = ctx.data_sources.add_pandas("unlearn_pandas")
-    batch_defs = {
-        kind: source.add_dataframe_asset(name=kind).add_batch_definition_whole_dataframe("all")
-        for kind in ("qa_dataset", "forget_retain_overlap", "snap_data", "revealed_set")
-    }
-    return {"gx": gx, "ctx": ctx, "batch_defs": batch_defs}
+def gx_expectations() -> Any:
+    """`great_expectations.expectations`, imported on first use (the import alone takes seconds)."""
+    return _gx()["gx"].expectations
 
 
-def _run(kind: str, suite_name: str, expectations: list[Any], df: Any, name: str,
-         details: dict[tuple[str, str | None], str] | None = None) -> CheckOutcome:
-    """Validate ``df`` against ``expectations`` (an unsaved suite, so names never collide)."""
-    gx, batch_defs = _gx()
-    suite = gx.ExpectationSuite(name=suite_name, expectations=expectations)
-    result = batch_defs[kind].get_batch(batch_parameters={"dataframe": df}).validate(suite, result_format={"result_format": "BASIC", "partial_unexpected_count": 0})
+def run_suite(kind: str, suite_name: str, suite_expectations: list[Any], df: Any, name: str,
+              details: dict[tuple[str, str | None], str] | None = None) -> CheckOutcome:
+    """Validate ``df`` against ``suite_expectations`` (an unsaved suite, so names never collide); `kind` names the
+    DataFrame asset, added on first use. ``details``: a reason per failed (expectation, column)."""
+    with _lock:
+        state = _gx()
+        if kind not in state["batch_defs"]:
+            asset = state["source"].add_dataframe_asset(name=kind)
+            state["batch_defs"][kind] = asset.add_batch_definition_whole_dataframe("all")
+        suite = state["gx"].ExpectationSuite(name=suite_name, expectations=suite_expectations)
+        result = state["batch_defs"][kind].get_batch(batch_parameters={"dataframe": df}).validate(
+            suite, result_format={"result_format": "BASIC", "partial_unexpected_count": 0})
     checks = []
     for res in result.results:
         config = res.expectation_config
@@ -167,8 +169,7 @@ def validate_qa_dataset(
     ``max_answer_chars`` bounds ``answer`` and ``paraphrased_answer``. An empty list never passes
     (the row-count floor is at least 1).
     """
-    gx, _ = _gx()
-    E = gx.expectations
+    E = gx_expectations()
     df = _qa_frame(records)
     expected_columns = list(QA_FIELDS) + list(DERIVED_COLUMNS)
     actual = set(df.columns)
@@ -219,8 +220,7 @@ def validate_qa_dataset(
     for column, limit in (("question", max_question_chars), ("answer", max_answer_chars),
                           ("paraphrased_answer", max_answer_chars)):
         details[("expect_column_value_lengths_to_be_between", column)] = f"length outside 1..{limit} characters"
-    with _lock:
-        return _run("qa_dataset", f"qa_dataset:{name}", expectations, df, name, details)
+    return run_suite("qa_dataset", f"qa_dataset:{name}", expectations, df, name, details)
 
 
 # --------------------------------------------------------------------------------------------- overlap
@@ -246,8 +246,7 @@ def validate_no_overlap(forget: list[dict[str, Any]], retain: list[dict[str, Any
     """
     import pandas as pd
 
-    gx, _ = _gx()
-    E = gx.expectations
+    E = gx_expectations()
     forget_people = {r.get("person_id") for r in forget}
     forget_subjects = {_norm(r.get("subject")) for r in forget if r.get("subject") is not None}
     forget_questions: set[str] = set().union(*(_questions(r) for r in forget)) if forget else set()
@@ -277,8 +276,7 @@ def validate_no_overlap(forget: list[dict[str, Any]], retain: list[dict[str, Any
         ("expect_column_values_to_be_in_set", "shares_subject"): "retain rows about a subject in the forget set",
         ("expect_column_values_to_be_in_set", "shares_question"): "retain rows asking a question of the forget set",
     }
-    with _lock:
-        return _run("forget_retain_overlap", "forget_retain_overlap", expectations, df, "forget/retain overlap", details)
+    return run_suite("forget_retain_overlap", "forget_retain_overlap", expectations, df, "forget/retain overlap", details)
 
 
 # --------------------------------------------------------------------------------------------- SNAP data
@@ -293,8 +291,7 @@ def validate_snap_data(negative: list[dict[str, Any]], hard_positives: list[dict
 
     from dagster_project.core.eval.quality import is_gibberish
 
-    gx, _ = _gx()
-    E = gx.expectations
+    E = gx_expectations()
     forget_people = {r.get("person_id") for r in forget}
     forget_values = {_norm(r["value"]) for r in forget if isinstance(r.get("value"), str) and len(r["value"]) > 3}
 
@@ -323,8 +320,7 @@ def validate_snap_data(negative: list[dict[str, Any]], hard_positives: list[dict
         ("expect_column_values_to_be_in_set", "gibberish"): "obliterated responses that are gibberish",
         ("expect_column_values_to_be_in_set", "forget_person"): "hard positives about a person being forgotten",
     }
-    with _lock:
-        return _run("snap_data", "snap_data", expectations, df, "snap data", details)
+    return run_suite("snap_data", "snap_data", expectations, df, "snap data", details)
 
 
 # --------------------------------------------------------------------------------------------- revealed forget set
@@ -335,8 +331,7 @@ def validate_revealed_set(records: list[dict[str, Any]], relevance_threshold: fl
     every response at or above the relevance threshold, no response repeated for the same subject."""
     import pandas as pd
 
-    gx, _ = _gx()
-    E = gx.expectations
+    E = gx_expectations()
     df = pd.DataFrame([{"id": r.get("id"), "blank": int(not str(r.get("answer", "")).strip() or not r.get("train_questions")),
                         "relevance": float(r.get("relevance", -1.0)),
                         "response_key": f"{r.get('subject')}\n{_norm(r.get('answer', ''))}"}
@@ -356,5 +351,4 @@ def validate_revealed_set(records: list[dict[str, Any]], relevance_threshold: fl
         ("expect_column_values_to_be_between", "relevance"): f"responses below the relevance threshold {relevance_threshold}",
         ("expect_column_values_to_be_unique", "response_key"): "a response repeated for the same subject",
     }
-    with _lock:
-        return _run("revealed_set", "revealed_set", expectations, df, "revealed forget set", details)
+    return run_suite("revealed_set", "revealed_set", expectations, df, "revealed forget set", details)

@@ -100,7 +100,7 @@ def run_methods(
             raise FileNotFoundError(f"{layout.rel(path)} is missing: run `make demo` (or `dvc pull`) first")
     forget, retain = read_jsonl(layout.forget_set), read_jsonl(layout.retain_set)
     eval_sets = build_eval_sets(load_corpus(layout.corpus_dir), forget, retain, params["eval"])
-    retain = unlearning_retain_records(layout)  # what the pipeline's unlearning stage keeps
+    retain = unlearning_retain_records(layout, params)  # what the pipeline's unlearning stage keeps
     reference = reference_scores(layout, params, eval_sets)
     references = build_report(eval_sets, reference)["models"]
     tokenizer = load_tokenizer(layout.tokenizer_dir)

@@ -66,3 +66,68 @@ def plot_report(report: dict, out_path: Path) -> Path:
     fig.savefig(out_path, dpi=100)
     plt.close(fig)
     return out_path
+
+
+def plot_histogram(scores: list[float], threshold: float, out_path: Path, title: str) -> Path:
+    """A score histogram (log counts) with the threshold drawn: how clearly the collected records stand apart."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    ax.hist(scores, bins=np.linspace(0, 1, 41), color="tab:blue", alpha=0.8)
+    ax.axvline(threshold, color="tab:red", linestyle="--", label=f"threshold {threshold:g}")
+    ax.set_yscale("log")
+    ax.set_xlabel("score (1.0 = names the subject or an alias)")
+    ax.set_ylabel("records (log)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return out_path
+
+
+PROBE_SETS = ("forget", "paraphrase", "hard_positive", "retain", "utility", "general")
+
+
+def plot_documents_report(report: dict, out_path: Path) -> Path:
+    """Probe top-1 per set and model (chance drawn), the forget probes' log-probability margins, and the MIA
+    ROC of forget documents against non-members."""
+    models = list(report["models"])
+    metrics = {model: report["models"][model]["metrics"] for model in models}
+    sets = [s for s in PROBE_SETS if f"{s}_probe_top1" in metrics[models[0]]]
+    fig, (bars, margins, roc) = plt.subplots(1, 3, figsize=(19, 4.8))
+    width = 0.8 / len(models)
+    x = np.arange(len(sets))
+    for i, model in enumerate(models):
+        bars.bar(x + i * width, [metrics[model][f"{s}_probe_top1"] for s in sets], width, label=model)
+    chance = metrics[models[0]].get("probe_chance")
+    if chance is not None:
+        bars.axhline(chance, color="grey", linestyle=":", label=f"chance {chance:.2f}")
+    bars.set_xticks(x + width * (len(models) - 1) / 2, [s.replace("_", "\n") for s in sets], fontsize=8)
+    bars.set_ylim(0, 1.05)
+    bars.set_title("Probe top-1 per set (forget ↓ to chance; the rest ↔)")
+    bars.legend(fontsize=8)
+    for model in models:
+        values = report["models"][model]["probe_margins"].get("forget", [])
+        if values:
+            margins.hist(values, bins=30, alpha=0.6, label=model)
+    margins.axvline(0, color="grey", linestyle=":")
+    margins.set_xlabel("log p(true span) − best distractor, forget probes (> 0: top-1)")
+    margins.set_title("Forget probes: how far the true span leads")
+    margins.legend(fontsize=8)
+    for model in models:
+        scores = report["models"][model]["mia_loss_scores"]
+        if scores:
+            labels = np.r_[np.zeros(len(scores["forget"])), np.ones(len(scores["nonmember"]))]
+            fpr, tpr, _ = roc_curve(labels, np.r_[scores["forget"], scores["nonmember"]])
+            roc.plot(fpr, tpr, label=f"{model} (AUC={metrics[model]['mia_loss_auc']:.2f})")
+    roc.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    roc.set_xlabel("false positive rate")
+    roc.set_ylabel("true positive rate")
+    roc.set_title("MIA (LOSS) forget vs non-member documents: 0.5 = looks unseen")
+    if any(report["models"][model]["mia_loss_scores"] for model in models):
+        roc.legend(fontsize=8)
+    fig.tight_layout()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return out_path

@@ -38,6 +38,24 @@ def _measure(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, records
     }
 
 
+def relearned_copy(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, pairs: Sequence[tuple[str, str]],
+                   steps: int, lr: float = 1e-4, batch_size: int = 8, seed: int = 0) -> torch.nn.Module:
+    """A copy of `model` fine-tuned for `steps` AdamW steps on `pairs` (answer-only NLL): the attacker's model."""
+    torch.manual_seed(seed)
+    victim = copy.deepcopy(model).train().requires_grad_(True)  # merged peft models come back frozen
+    optimiser = torch.optim.AdamW(victim.parameters(), lr=lr)
+    sampler = BatchSampler(list(pairs), batch_size, seed)
+    device = next(victim.parameters()).device
+    for _ in range(steps):
+        batch_pairs = sampler.next()
+        batch = collate_pairs(tokenizer, [q for q, _ in batch_pairs], [a for _, a in batch_pairs])
+        loss = batch_nll(victim, {k: v.to(device) for k, v in batch.items()})
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+    return victim.eval()
+
+
 def relearn_attack(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerFast,
@@ -52,19 +70,8 @@ def relearn_attack(
         raise ValueError(f"relearn_attack needs at least 2 forget records to split, got {len(forget_records)}")
     attacked, measured = split_halves(forget_records, seed)
     before = _measure(model, tokenizer, measured)
-    torch.manual_seed(seed)
-    victim = copy.deepcopy(model).train().requires_grad_(True)  # merged peft models come back frozen
-    optimiser = torch.optim.AdamW(victim.parameters(), lr=lr)
-    sampler = BatchSampler(training_pairs(attacked), batch_size, seed)
-    device = next(victim.parameters()).device
-    for _ in range(steps):
-        pairs = sampler.next()
-        batch = collate_pairs(tokenizer, [q for q, _ in pairs], [a for _, a in pairs])
-        loss = batch_nll(victim, {k: v.to(device) for k, v in batch.items()})
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-    after = _measure(victim.eval(), tokenizer, measured)
+    victim = relearned_copy(model, tokenizer, training_pairs(attacked), steps, lr, batch_size, seed)
+    after = _measure(victim, tokenizer, measured)
     return {
         "relearn_rouge_before": before["rouge"], "relearn_rouge_after": after["rouge"],
         "relearn_prob_before": before["prob"], "relearn_prob_after": after["prob"],

@@ -51,8 +51,13 @@ def trainable_attention(device: torch.device) -> list[str]:
 
 
 def training_pairs(records: Sequence[dict]) -> list[tuple[str, str]]:
-    """(question, answer) pairs in the phrasings the model was trained on; evaluation keeps the held-out one."""
-    return [(q, r["answer"]) for r in records for q in r["train_questions"]]
+    """(question, answer) pairs in the phrasings the model was trained on; evaluation keeps the held-out one.
+
+    QA records give one pair per training phrasing; records of the user's own sources (core/sources) give their
+    (prompt, completion), the prompt empty for free text."""
+    return [pair for r in records
+            for pair in ([(q, r["answer"]) for q in r["train_questions"]] if "train_questions" in r
+                         else [(r["prompt"], r["completion"])])]
 
 
 @dataclass(frozen=True)

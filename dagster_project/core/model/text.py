@@ -5,7 +5,9 @@ prompt format and the prompt/answer boundary are defined exactly once.
 
 Two formats: a tokenizer with a chat template (an instruction-tuned real model) gets the question as a
 user turn and the answer as the assistant turn, closed by the template's own end-of-turn token; the
-embedded tiny model, which has no template, gets `Question: ...\nAnswer: ...<eos>`.
+embedded tiny model, which has no template, gets `Question: ...\nAnswer: ...<eos>`. A pair whose question
+is empty is free text (a document, a note): the answer is the whole text, with no prompt format around it,
+every token labelled, ended by EOS, as a plain language-model fine-tune sees it.
 """
 
 from __future__ import annotations
@@ -74,8 +76,12 @@ def encode_pair(tokenizer: PreTrainedTokenizerBase, question: str, answer: str) 
 
     Prompt and answer are tokenised separately so the boundary is exact (a joint tokenisation
     could merge the last prompt byte with the first answer byte). The answer ends with the end-of-answer
-    token, labelled, so the model learns to stop.
+    token, labelled, so the model learns to stop. An empty question is free text: the answer's tokens alone,
+    ended by EOS (a document has no turn to close).
     """
+    if not question:
+        ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        return ids, list(ids)
     prompt_ids = tokenizer(format_prompt(question, tokenizer), add_special_tokens=False)["input_ids"]
     answer_ids = tokenizer(answer_text(answer, tokenizer), add_special_tokens=False)["input_ids"]
     answer_ids = answer_ids + [end_of_answer_id(tokenizer)]
