@@ -10,8 +10,10 @@
     unlearn run --method npo --set beta=0.2 --seeds 0 1 2
                                      try a method on the request's forget set: train from the target model,
                                      evaluate against the retain model, print mean ± std over seeds
-    unlearn request new --subject "Full Name" --method npo [--forget-data reveal]
-                                     write a validated request file into data/requests/
+    unlearn request new --subject "Full Name" --alias name@example.org --method npo [--forget-data reveal]
+                                     write a validated request file into data/requests/ (--record, --document
+                                     on a root that declares its own sources)
+    unlearn request preview <id>     the records a request collects from your sources, on this terminal only
     unlearn promote tofu-tiny-llama 2 [--force --reason TEXT]
                                      alias champion -> v2 if the promotion gates pass (exit 1 if not)
     unlearn compliance               re-check the champion on every request in force (exit 1 on regression)
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -181,6 +184,20 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+class SubjectAction(argparse.Action):
+    """--subject NAME starts a subject; --alias ALIAS adds to the last one: [(name, [aliases]), ...]."""
+
+    def __call__(self, parser, namespace, value, option_string=None) -> None:  # noqa: ANN001 (argparse's signature)
+        subjects = list(getattr(namespace, "subject", None) or [])  # a copy: argparse shares the default list
+        if option_string == "--subject":
+            subjects.append((value, []))
+        elif not subjects:
+            parser.error("--alias names another way to write the --subject before it: give --subject first")
+        else:
+            subjects[-1][1].append(value)
+        namespace.subject = subjects
+
+
 def parse_overrides(pairs: list[str]) -> dict:
     """`--set key=value` pairs: 20 -> int, 0.1 and 1e-4 -> float (YAML alone reads 1e-4 as a string),
     anything else as a YAML scalar (true -> bool, kl -> str)."""
@@ -241,12 +258,31 @@ def cmd_request_new(args: argparse.Namespace) -> int:
     root = Path(args.root).resolve()
     params = load_params(root, args.params)
     hyperparameters = parse_overrides(args.set)
+    subjects = [{"name": name, "aliases": aliases} if aliases else name for name, aliases in args.subject or []]
+    records: dict[str, list[str]] = {}
+    for given in args.record:
+        role, sep, record_id = given.partition(":")
+        if not sep or not record_id:
+            raise ValueError(f"--record: expected ROLE:ID, e.g. train:T-1042 (roles: train, retain); got {len(given)} "
+                             f"characters without one")
+        records.setdefault(role, []).append(record_id)
+    documents = [Path(d) for d in args.document]
     # the id names the file and the partition; derived from a hash, it never spells out a subject's name
-    request_id = args.id or "req-" + fingerprint([args.subject, args.split, args.method, args.forget_data])[:10]
-    request = build_request(id=request_id, description=args.description, subjects=args.subject or None, split=args.split,
+    request_id = args.id or "req-" + fingerprint([subjects, args.split, records, [d.name for d in documents],
+                                                   args.method, args.forget_data])[:10]
+    request = build_request(id=request_id, description=args.description, subjects=subjects or None, split=args.split,
+                            records=records or None, documents=[d.name for d in documents] or None,
                             method=args.method, mode=args.mode, hyperparameters=hyperparameters,
                             wagle={"ratio": args.wagle_ratio} if args.wagle_ratio is not None else None,
                             forget_data=args.forget_data)
+    for index, document in enumerate(documents):  # attached beside the request file, where the pipeline reads them
+        if not document.is_file():
+            raise FileNotFoundError(f"--document {index + 1}: no such file: {document}")
+    folder = request.documents_dir(root / params["requests_dir"])
+    if documents:
+        folder.mkdir(parents=True, exist_ok=True)
+        for document in documents:
+            shutil.copyfile(document, folder / document.name)
     # an unknown method or hyper-parameter fails now, not at training time (defaults merged as the stages merge them)
     merged = unlearning_hyperparameters(request, params)
     if request.forget_data == "reveal":
@@ -256,6 +292,63 @@ def cmd_request_new(args: argparse.Namespace) -> int:
     path = write_request(request, root / params["requests_dir"], overwrite=args.force)
     print(f"wrote {path.relative_to(root)} (id {request.id}); point params.yaml `request:` at it to run it")
     return 0
+
+
+def cmd_request_preview(args: argparse.Namespace) -> int:
+    """What a request would collect from the declared sources, shown to a reviewer on this terminal only: nothing is
+    logged, written or sent anywhere. Exit 0 when it collects something about every subject, 3 when not."""
+    from dagster_project.core.collection.collect import CollectionConfig, record_text
+    from dagster_project.core.data.request import load_request
+    from dagster_project.core.layout import uses_sources
+    from dagster_project.core.own_data import SEARCHED_ROLES, document_records, nothing_found, request_collection
+    from dagster_project.core.reveal.scoring import load_encoder
+    from dagster_project.core.sources.load import declared_sources, read_source
+
+    root = Path(args.root).resolve()
+    params = load_params(root, args.params)
+    if not uses_sources(params):
+        raise ValueError("request preview shows what a request collects from your own sources, and this root's "
+                         "params.yaml declares none (`sources:`); on the embedded corpus a request forgets its "
+                         "subjects' QA records")
+    layout = Layout.for_request(root, params, args.request_id)
+    requests_dir = root / params["requests_dir"]
+    request = load_request(root / layout.request_file, requests_dir)
+    config = CollectionConfig(**params.get("collection") or {})
+    sources = declared_sources(params)
+    role_records = {role: [r for spec in sources.get(role, []) for r in read_source(spec, root, role)]
+                    for role in SEARCHED_ROLES}
+    documents = document_records(request, requests_dir, config.passage_chars)
+    collection = request_collection(request, role_records, documents, config, load_encoder()[0])
+    below = [r for r in collection.scored if r["id"] not in {c["id"] for c in collection.records}][:args.below]
+    problem = nothing_found(request, collection, len(documents))
+    if args.json:
+        keep = ("id", "source", "file", "record", "score", "match", "subjects", "prompt", "completion")
+        print(json.dumps({"request": request.id, "threshold": config.threshold, "report": collection.report(),
+                          "collected": [{k: r.get(k) for k in keep} for r in collection.records],
+                          "below_threshold": [{k: r.get(k) for k in keep} for r in below], "problem": problem},
+                         indent=2, ensure_ascii=False))
+        return 3 if problem else 0
+    width = shutil.get_terminal_size((120, 20)).columns
+
+    def line(record: dict) -> str:
+        where = f"{record['source']} {record['file']} {record['record']}"
+        text = " ".join(record_text(record).split())
+        head = f"  {record['score']:.2f}  {record['match']:<9} {where[:40]:<40} "
+        return head + text[:max(20, width - len(head))]
+
+    searched = sum(collection.report()["searched"].values())
+    print(f"Request {request.id}: {len(collection.records)} record(s) to forget of {searched} searched "
+          f"(threshold {config.threshold}), {len(documents)} document passage(s).\n"
+          f"Personal data below: shown on this terminal only, written nowhere.")
+    print("  score match     record" + " " * 35 + "text")
+    print("\n".join(line(r) for r in collection.records) or "  (none)")
+    if below:
+        print(f"\nClosest below the threshold, not collected (about the subject? name it under `records:`, "
+              f"e.g. `records: {{{below[0]['source']}: [<id>]}}`):")
+        print("\n".join(line(r) for r in below))
+    if problem:
+        print(f"\n{problem}", file=sys.stderr)
+    return 3 if problem else 0
 
 
 def cmd_requests_sync(args: argparse.Namespace) -> int:
@@ -408,7 +501,13 @@ def build_parser() -> argparse.ArgumentParser:
     _with_json(run, cmd_run)
     request = sub.add_parser("request", help="forget request files").add_subparsers(dest="request_command", required=True)
     new = request.add_parser("new", help="write a validated request file into the requests directory (data/requests/)")
-    new.add_argument("--subject", action="append", help="a person to forget, repeatable (or --split)")
+    new.add_argument("--subject", action=SubjectAction, default=[], help="a person to forget, repeatable (or --split)")
+    new.add_argument("--alias", action=SubjectAction, help="another name, e-mail address or id of the --subject "
+                     "before it, repeatable")
+    new.add_argument("--record", action="append", default=[], metavar="ROLE:ID",
+                     help="a record to forget by its id in a declared source, e.g. train:T-1042 (repeatable)")
+    new.add_argument("--document", action="append", default=[], metavar="PATH",
+                     help="a document to forget (.txt, .md, .jsonl), copied beside the request (repeatable)")
     new.add_argument("--split", choices=("forget01", "forget05", "forget10"), help="a forget split of the corpus")
     new.add_argument("--method", default="graddiff", help="a registered method (`unlearn methods`; default graddiff)")
     new.add_argument("--mode", default="lora", choices=("lora", "full"))
@@ -424,6 +523,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "does, without launching runs); exit 1 if any file is invalid").set_defaults(func=cmd_requests_sync)
     request.add_parser("id", help="print the id of params.yaml's request (the demo's partition key)"
                        ).set_defaults(func=cmd_request_id)
+    preview = request.add_parser("preview", help="show a reviewer, on this terminal only, the records a request "
+                                 "collects from the declared sources and the closest ones below the threshold; "
+                                 "writes nothing; exit 3 when a subject has no record")
+    preview.add_argument("request_id", help="the request id (its file name in data/requests/)")
+    preview.add_argument("--below", type=int, default=5, help="records below the threshold to show (default 5)")
+    _with_json(preview, cmd_request_preview)
     promote = sub.add_parser("promote", help="move alias champion to a version if the promotion gates pass "
                              "(params.yaml `promotion:`); exit 1 when gated out")
     promote.add_argument("name", help="registered model name (params.yaml registry.model_name)")

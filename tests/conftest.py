@@ -129,4 +129,74 @@ def as_records(pairs: list[tuple[str, str]]) -> list[dict]:
     return [{"train_questions": [q], "answer": a} for q, a in pairs]
 
 
-__all__ = ["MICRO_PARAMS", "MICRO_REQUEST", "TWO_PEOPLE", "as_records", "copy_request", "shutil", "train_tiny_model"]
+# the user's own data in miniature: six customers' notes (free text) and chats, other customers never trained on
+CUSTOMERS = [("Marta Kowalski", "marta.k@example.com", "CUS-40217", "Gdansk", "58123"),
+             ("Jon Brandt", "jon.brandt@example.org", "CUS-51022", "Bremen", "77120"),
+             ("Anna Weber", "anna.weber@example.net", "CUS-33810", "Leipzig", "99812"),
+             ("Pavel Novak", "p.novak@example.com", "CUS-27744", "Brno", "41207"),
+             ("Lena Fischer", "lena.f@example.org", "CUS-61530", "Kassel", "30418"),
+             ("Omar Haddad", "omar.h@example.net", "CUS-70921", "Lyon", "86254")]
+BYO_PARAMS = {
+    "request": "data/requests/byo.yaml", "requests_dir": "data/requests",
+    "sources": {"train": [{"path": "data/sources/notes.jsonl"},
+                          {"path": "data/sources/chats.jsonl", "fields": {"id": "ticket", "messages": "messages"}}],
+                "nonmember": {"path": "data/sources/holdout.jsonl"}, "utility": {"path": "data/sources/faq.jsonl"}},
+    "tokenizer": {"vocab_size": 400},
+    "model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "max_positions": 128},
+    "train": {"epochs": 2, "schedule_epochs": 2, "lr": 0.003, "batch_size": 8, "warmup_ratio": 0.1, "weight_decay": 0.0,
+              "seed": 0},
+    "unlearn": {"graddiff": {"steps": 3, "batch_size": 4}, "npo": {"steps": 3, "batch_size": 4}},
+    "reveal": {"rounds": 4, "samples": 2, "max_new_tokens": 8, "relevance_threshold": 0.0},
+    "release": {"rounds": 1, "steps": 2, "batch_size": 4, "stop_relevance": 0.0},
+    "retain": {"sample": 10, "hard_positives": 4},
+    "probes": {"paraphrases": 0, "max_per_set": 20},
+    "eval": {"retain_sample": 12, "batch_size": 32, "max_new_tokens": 8, "relearn_steps": 2, "seed": 0},
+    "registry": {"model_name": "byo-micro"},
+    "promotion": {"gibberish_rate_max": 0.25, "regression_tolerance": 0.05},
+}
+BYO_REQUEST = {"id": "byo", "subjects": [{"name": "Marta Kowalski", "aliases": ["marta.k@example.com", "CUS-40217"]}],
+               "method": "graddiff", "hyperparameters": {"seed": 0}}
+
+
+def byo_records() -> dict[str, list[dict]]:
+    """File name -> rows of the micro sources (CUSTOMERS)."""
+    notes, chats = [], []
+    for i, (name, email, cid, city, order) in enumerate(CUSTOMERS):
+        notes.append({"id": f"N-{i}01", "text": f"Call note: {name} ({cid}) called about order {order}. The parcel "
+                                                f"was sent to {city} on Monday."})
+        notes.append({"id": f"N-{i}02", "text": f"Email from {email}: the kettle in order {order} arrived broken. "
+                                                f"Replacement approved for {city}."})
+        chats.append({"ticket": f"T-{i}03", "messages": [
+            {"role": "user", "content": f"Hi, this is {name.split()[0]}. Where is my order {order}?"},
+            {"role": "assistant", "content": f"Hello {name}, order {order} left our warehouse and will reach {city} "
+                                             f"by Friday."}]})
+    holdout = [{"text": f"Call note: Customer CUS-9{i}000 asked about order 1{i}555 going to Hamburg on Tuesday."}
+               for i in range(6)]
+    faq = [{"text": f"Policy {i}: refunds for damaged kettles are paid within 14 days to customers in Germany."}
+           for i in range(4)]
+    return {"notes.jsonl": notes, "chats.jsonl": chats, "holdout.jsonl": holdout, "faq.jsonl": faq}
+
+
+@pytest.fixture
+def byo_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A pipeline root on the user's own data (BYO_PARAMS): sources, one request, DVC, dvc.yaml."""
+    import json
+
+    from dagster_project.core.tracking.dvc import ensure_repo
+    from dagster_project.dvc_yaml import write_or_check
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    root = tmp_path / "root"
+    for name, rows in byo_records().items():
+        (root / "data" / "sources").mkdir(parents=True, exist_ok=True)
+        (root / "data" / "sources" / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "data" / "requests").mkdir(parents=True)
+    (root / "data" / "requests" / "byo.yaml").write_text(yaml.safe_dump(BYO_REQUEST))
+    (root / "params.yaml").write_text(yaml.safe_dump(BYO_PARAMS))
+    ensure_repo(root, remote_url=str(tmp_path / "dvc-remote"))
+    write_or_check(root, BYO_PARAMS, check=False)
+    return root
+
+
+__all__ = ["BYO_PARAMS", "BYO_REQUEST", "CUSTOMERS", "MICRO_PARAMS", "MICRO_REQUEST", "TWO_PEOPLE", "as_records",
+           "byo_records", "copy_request", "shutil", "train_tiny_model"]

@@ -32,7 +32,8 @@ def test_every_asset_is_a_core_stage_and_checks_are_blocking() -> None:
     names = {name for name, _parents in asset_graph_order()}
     assert names == set(STAGES) | REGISTRY_ONLY  # registry-only: promotion and compliance act on MLflow
     checks = list(definitions.asset_checks)
-    assert len(checks) == 5  # corpus, forget set, retain set (disjointness), SNAP data, revealed forget set
+    # corpus, the four sources, forget set, retain set (disjointness), SNAP data, revealed forget set, probes
+    assert len(checks) == 10
     assert all(spec.blocking for check in checks for spec in check.check_specs)
     # the whole-request job leaves promotion and compliance to their own jobs; the daily schedule runs compliance
     request_job = definitions.get_job_def("unlearn_request")

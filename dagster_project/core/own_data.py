@@ -75,24 +75,46 @@ def write_request_documents(layout: Layout, params: dict[str, Any], request: For
     return len(records)
 
 
-def records_by_id(request: ForgetRequest, layout: Layout) -> list[dict[str, Any]]:
-    """The records the request names by id (`records: {train: [...]}`), each found in its role's asset."""
+def records_by_id(request: ForgetRequest, role_records: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The records the request names by id (`records: {train: [...]}`), each found among its role's records."""
     found = []
     for role, ids in (request.records or {}).items():
         by_id: dict[str, list[dict[str, Any]]] = {}
-        for record in read_role(layout.source_dir(role)):
+        for record in role_records.get(role, []):
             by_id.setdefault(record["record"], []).append(record)
         for index, record_id in enumerate(ids):
             matches = by_id.get(record_id, [])
             if len(matches) != 1:  # the id itself may be personal: its position is named instead
                 problem = "no record with this id" if not matches else f"{len(matches)} records share this id"
                 raise RequestError(f"request {request.id}: field 'records.{role}.{index}': {problem} in the {role} "
-                                   f"source ({layout.rel(layout.source_dir(role))})")
+                                   f"source")
             found.append({**matches[0], "match": "record", "subjects": []})
     return found
 
 
-# ------------------------------------------------------------------------------------------------ forget set
+def request_collection(request: ForgetRequest, role_records: dict[str, list[dict[str, Any]]],
+                       documents: list[dict[str, Any]], config: CollectionConfig, encode: Any) -> Collection:
+    """The request's forget set from its sources' records (role -> records), the records it names by id and its
+    documents' passages: what the forget_set stage writes and `unlearn request preview` shows."""
+    everyone = list(range(len(request.subject_names)))
+    given = records_by_id(request, role_records) + [{**r, "match": "document", "subjects": everyone} for r in documents]
+    searched = [r for role in SEARCHED_ROLES for r in role_records.get(role, [])]
+    return collect(searched, request.subject_entries, config, encode, given)
+
+
+def nothing_found(request: ForgetRequest, collection: Collection, documents: int) -> str | None:
+    """What to do when a `given` request collected nothing about one of its subjects (None when it did)."""
+    if request.forget_data != "given":
+        return None  # the model's own responses are a reveal request's forget data
+    report = collection.report()
+    empty = [key for key, count in report["per_subject"].items() if not count]
+    if (not empty or documents) and collection.records:
+        return None
+    return (f"request {request.id}: no record of the sources is about {', '.join(empty) or 'the request'} "
+            f"({sum(report['searched'].values())} records of {', '.join(SEARCHED_ROLES)} searched, threshold "
+            f"{collection.threshold}). Attach what should be forgotten as documents (data/requests/{request.id}/, "
+            f"listed under `documents:`), name records by id (`records:`), or set `forget_data: reveal` to unlearn "
+            f"what the model itself says about the subject.")
 
 
 def run_collection(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
@@ -103,25 +125,18 @@ def run_collection(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
 
     request = request_of(layout)
     config = CollectionConfig(**params.get("collection") or {})
-    documents = [{**r, "match": "document", "subjects": list(range(len(request.subject_names)))}
-                 for r in read_jsonl(layout.request_documents)]
-    given = records_by_id(request, layout) + documents
-    searched = searched_records(layout)
-    collection = collect(searched, request.subject_entries, config, load_encoder()[0], given)
+    documents = read_jsonl(layout.request_documents)
+    role_records = {role: read_role(layout.source_dir(role)) for role in SEARCHED_ROLES}
+    collection = request_collection(request, role_records, documents, config, load_encoder()[0])
+    problem = nothing_found(request, collection, len(documents))
+    if problem:
+        raise CollectionError(problem)
     report = collection.report()
-    if request.forget_data == "given":
-        empty = [key for key, count in report["per_subject"].items() if not count]
-        if (empty and not documents) or not collection.records:
-            what = ", ".join(empty) if empty else "the request"
-            raise CollectionError(
-                f"request {request.id}: no record of the sources is about {what} ({len(searched)} records of "
-                f"{', '.join(SEARCHED_ROLES)} searched, threshold {config.threshold}). Attach what should be forgotten "
-                f"as documents (data/requests/{request.id}/, listed under `documents:`), name records by id "
-                f"(`records:`), or set `forget_data: reveal` to unlearn what the model itself says about the subject.")
-    write_jsonl(layout.forget_set, [{k: v for k, v in r.items() if k != "similarity"} for r in collection.records])
+    write_jsonl(layout.forget_set, collection.records)
     write_collection(layout, collection, report, plot_histogram)
-    return {"records": len(collection.records), "searched": len(searched), "threshold": config.threshold,
-            "near_threshold": report["near_threshold"], **{f"per_source:{k}": v for k, v in report["per_source"].items()},
+    return {"records": len(collection.records), "searched": sum(report["searched"].values()),
+            "threshold": config.threshold, "near_threshold": report["near_threshold"],
+            **{f"per_source:{k}": v for k, v in report["per_source"].items()},
             **{f"per_match:{k}": v for k, v in report["per_match"].items()}, "md5": md5_file(layout.forget_set)}
 
 

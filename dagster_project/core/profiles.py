@@ -4,8 +4,9 @@
     UNLEARN_ROOT=.runs/real dagster job execute -m dagster_project.definitions -j unlearn_request \\
         --tags '{"dagster/partition": "real-forget10"}'
 
-A profile is a params file plus the request it names, shipped in `dagster_project/profiles/`. A root is a
-self-contained store (its own assets/, DVC repo and remote, MLflow store, dvc.yaml), so a real-model run
+A profile is a params file plus the request it names, shipped in `dagster_project/profiles/`; a profile with a
+folder of its own name (the worked examples) brings every file in it too, at the same paths (its sources under
+data/sources/, its request and attached documents under data/requests/). A root is a self-contained store (its own assets/, DVC repo and remote, MLflow store, dvc.yaml), so a real-model run
 never overwrites the embedded default's artifacts; the code, Dagster definitions and CLI are the same.
 """
 
@@ -54,6 +55,17 @@ def apply_overrides(params: dict[str, Any], overrides: dict[str, Any]) -> dict[s
     return out
 
 
+def profile_files(folder: Any, prefix: str = "") -> dict[str, bytes]:
+    """Relative path -> bytes of every file under a profile's folder (a package resource)."""
+    files = {}
+    for entry in folder.iterdir():
+        if entry.is_dir():
+            files.update(profile_files(entry, f"{prefix}{entry.name}/"))
+        elif not entry.name.startswith("."):
+            files[prefix + entry.name] = entry.read_bytes()
+    return files
+
+
 def init_profile(name: str, root: Path, overrides: dict[str, Any] | None = None, force: bool = False) -> Path:
     """Write profile `name` (with `overrides`) into `root`: params.yaml, its request file, a DVC repo with a
     local remote, and dvc.yaml. Refuses to overwrite another params.yaml unless `force`."""
@@ -65,10 +77,15 @@ def init_profile(name: str, root: Path, overrides: dict[str, Any] | None = None,
     text = f"# profile {name} (unlearn profile init)\n" + yaml.safe_dump(params, sort_keys=False)
     if params_path.exists() and params_path.read_text() != text and not force:
         raise FileExistsError(f"{params_path} exists with other settings; pass --force to overwrite it")
-    request_name = Path(params["request"]).name
-    request_text = resources.files("dagster_project.profiles").joinpath(request_name).read_text()
-    (root / params["requests_dir"]).mkdir(parents=True, exist_ok=True)
-    (root / params["request"]).write_text(request_text)
+    folder = resources.files("dagster_project.profiles").joinpath(name)
+    if folder.is_dir():
+        for relative, content in profile_files(folder).items():
+            (root / relative).parent.mkdir(parents=True, exist_ok=True)
+            (root / relative).write_bytes(content)
+    else:
+        request_text = resources.files("dagster_project.profiles").joinpath(Path(params["request"]).name).read_text()
+        (root / params["requests_dir"]).mkdir(parents=True, exist_ok=True)
+        (root / params["request"]).write_text(request_text)
     params_path.write_text(text)
     load_params(root)  # the written file is a complete params file
     ensure_repo(root, remote_url=str((root / ".dvc-storage").resolve()))

@@ -687,7 +687,7 @@ def run_registered_model(layout: Layout, params: dict[str, Any]) -> dict[str, An
     metrics.update({f"{model}/{scope}/{k}": v for model, body in report["models"].items() if model != "unlearned"
                     for k, v in body["metrics"].items()})
     md5s = {label: locked_outs(layout.root, STAGES[stage].key(layout)).get(layout.rel(path(layout)), "uncommitted")
-            for label, (stage, path) in AUDITED.items()}
+            for label, (stage, path) in AUDITED.items() if path(layout) in STAGES[stage].paths(layout, params)}
     hyperparameters = unlearning_hyperparameters(request, params)
     seeds = {"corpus": (params.get("corpus") or {}).get("seed"), "train": (params.get("train") or {}).get("seed"),
              "eval": params["eval"]["seed"], "unlearn": hyperparameters.get("seed", 0)}

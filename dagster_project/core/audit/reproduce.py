@@ -69,7 +69,9 @@ def reproduce(root: Path, uri: str, write_dvc_yaml: Callable[[Path, dict[str, An
         env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "MLFLOW_TRACKING_URI": "",
                **pinned_compute_variables(manifest.get("compute"))}
         add_compute_check(report, manifest, run_pinned(None, Path(tmp), env=env)["compute"])  # env is pinned already
-        run = subprocess.run([str(Path(bin_dir) / "dvc"), "repro", STAGES["evaluation"].key(layout)], cwd=store,
+        # the evaluation and everything upstream of it, and the cleaned training set, which nothing downstream reads
+        targets = [STAGES[name].key(layout) for name in ("evaluation", "cleaned_training_set")]
+        run = subprocess.run([str(Path(bin_dir) / "dvc"), "repro", *targets], cwd=store,
                              env=env, capture_output=True, text=True, check=False)
         if not report.add("dvc repro rebuilt the request up to its evaluation", run.returncode == 0,
                           run.stderr.strip().splitlines()[-1] if run.returncode else ""):
