@@ -12,7 +12,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TQDM_MININTERVAL := 5
 UI_PORT ?= 3000
 
-.PHONY: demo test ui install real clean-artifacts
+.PHONY: demo test ui install real example example-tickets example-knowledge clean-artifacts
 
 install: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml data/requests
 
@@ -57,6 +57,23 @@ real: install
 	UNLEARN_ROOT=$(CURDIR)/$(REAL_ROOT) dagster job execute -m dagster_project.definitions -j unlearn_request \
 		--tags "{\"dagster/partition\": \"$$(unlearn --root $(REAL_ROOT) request id)\"}"
 	unlearn --root $(REAL_ROOT) summary
+
+# the worked examples on your own kind of data (docs/own-data.md): SmolLM2 fine-tuned on support tickets, then one
+# customer forgotten; SmolLM2 as it ships forgetting Sherlock Holmes from attached documents. Each in its own root.
+example-tickets: install
+	$(MAKE) --no-print-directory example PROFILE=support-tickets
+
+example-knowledge: install
+	$(MAKE) --no-print-directory example PROFILE=pretrained-knowledge
+
+example:
+	unlearn profile init $(PROFILE) .runs/$(PROFILE) --force
+	unlearn --root .runs/$(PROFILE) request sync
+	UNLEARN_ROOT=$(CURDIR)/.runs/$(PROFILE) dagster job execute -m dagster_project.definitions -j unlearn_request \
+		--tags "{\"dagster/partition\": \"$$(unlearn --root .runs/$(PROFILE) request id)\"}"
+	UNLEARN_ROOT=$(CURDIR)/.runs/$(PROFILE) dagster job execute -m dagster_project.definitions -j promote_candidate \
+		--tags "{\"dagster/partition\": \"$$(unlearn --root .runs/$(PROFILE) request id)\"}"
+	unlearn --root .runs/$(PROFILE) summary
 
 test: install
 	unlearn dvc-yaml --check

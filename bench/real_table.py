@@ -20,7 +20,7 @@ from pathlib import Path
 
 from dagster_project.core.eval.compare import markdown_table, run_methods
 from dagster_project.core.layout import Layout, load_params
-from dagster_project.core.stages import base_model_spec
+from dagster_project.core.model.base import base_model_spec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_readme_block, write_section  # noqa: E402  (bench/ is a folder of scripts, not a package)

@@ -221,7 +221,7 @@ def parse_overrides(pairs: list[str]) -> dict:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from dagster_project.core.eval.compare import markdown_table, run_methods, summarise
+    from dagster_project.core.eval.compare import markdown_table, run_methods, summarise, table_columns
 
     layout, params = _layout(args)
     overrides = parse_overrides(args.set)
@@ -242,7 +242,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                           "wagle": wagle,
                           "metrics": {k: {"mean": m, "std": s} for k, (m, s) in stats.items()}}, indent=2, sort_keys=True))
     else:
-        print(markdown_table(references, runs))
+        print(markdown_table(references, runs, table_columns(params)))
     if keep:
         print(f"adapters kept in {keep}", file=sys.stderr)
     return 0
@@ -440,6 +440,10 @@ def cmd_audit_reproduce(args: argparse.Namespace) -> int:
     return _print_report(report, args.json)
 
 
+MAKE_TARGETS = {"real": ", or `make real`", "support-tickets": ", or `make example-tickets`",
+                "pretrained-knowledge": ", or `make example-knowledge`"}
+
+
 def cmd_profile_init(args: argparse.Namespace) -> int:
     from dagster_project.core.profiles import init_profile
 
@@ -449,7 +453,7 @@ def cmd_profile_init(args: argparse.Namespace) -> int:
     print(f"profile {args.name} in {root}: request {params['request']}, model {params['model']}\n"
           f"run it: UNLEARN_ROOT={root} dagster job execute -m dagster_project.definitions -j unlearn_request "
           f"--tags '{{\"dagster/partition\": \"{Path(params['request']).stem}\"}}'  (after `unlearn --root {root} "
-          f"request sync`), or `make real`")
+          f"request sync`){MAKE_TARGETS.get(args.name, '')}")
     return 0
 
 

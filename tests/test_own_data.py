@@ -293,13 +293,27 @@ def test_a_request_on_your_own_data_runs_the_whole_graph_and_leaks_no_name(byo_r
     card = (layout.audit_dir / "model_card.md").read_text()
     assert "forget_probe_margin" in card and "cleaned_training_set" in card and "Marta" not in card
 
+    # the audit re-hashes every artifact from DVC and re-runs the documents evaluation; a rebuild from scratch
+    # (with the source files copied as they are) gives the same bytes and metrics
+    from dagster_project.cli import main as cli_main
+
+    printed = [capsys.readouterr().out]
+    assert cli_main(["--root", str(byo_root), "audit", "verify", "models:/byo-micro/1"]) == 0
+    printed.append(capsys.readouterr().out)
+    assert "re-run evaluation matches the recorded metrics" in printed[-1]
+    assert cli_main(["--root", str(byo_root), "audit", "reproduce", "models:/byo-micro/1", "--json"]) == 0
+    printed.append(capsys.readouterr().out)
+    reproduced = json.loads(printed[-1])
+    assert any("rebuilt cleaned_training_set has the version's md5" == c["check"] and c["ok"]
+               for c in reproduced["checks"])
+
     # no name, e-mail address or forgotten text in MLflow, Dagster's event log, logs or output
     secrets = ["Marta", "Kowalski", "marta.k@example.com"] + [r["completion"] for r in forget]
     stored = b"".join(p.read_bytes() for p in (byo_root / ".mlflow").rglob("*") if p.is_file())
     assert not [s for s in secrets if s.encode() in stored]
     events = "".join(str(event) for run in instance.get_runs() for event in instance.all_logs(run.run_id))
     assert "ASSET_MATERIALIZATION" in events and not [s for s in secrets if s in events]
-    logs = caplog.text + capsys.readouterr().out
+    logs = caplog.text + "".join(printed) + capsys.readouterr().out
     assert len(caplog.records) > 50 and not [s for s in secrets if s in logs]
 
 
@@ -373,3 +387,23 @@ def test_params_without_sources_still_need_the_corpus_sections(tmp_path: Path) -
         load_params(tmp_path)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({k: v for k, v in BYO_PARAMS.items() if k != "train"}))
     assert "train" not in load_params(tmp_path)  # sources: a model already fine-tuned needs no train section
+
+
+@pytest.mark.e2e
+def test_general_knowledge_probes_join_a_corpus_evaluation_and_its_gates(micro_root: Path, one_thread) -> None:
+    """A real model's knowledge, which invented people cannot show: scored and gated on the corpus profile too."""
+    from dagster_project.core.audit.gates import check_gates, load_gates
+
+    params = load_params(micro_root)
+    (micro_root / "params.yaml").write_text(yaml.safe_dump({**params, "probes": {"general_knowledge": True}}))
+    assert materialize_request(micro_root, "micro").success
+    layout = Layout.from_params(micro_root, load_params(micro_root))
+    probes = read_jsonl(layout.probes_dir / "probes.jsonl")
+    assert len(probes) == 60 and {p["set"] for p in probes} == {"general"}
+    models = read_json(layout.eval_dir / "report.json")["models"]
+    assert all(0 <= body["metrics"]["general_probe_top1"] <= 1 for body in models.values())
+    unlearned = models["unlearned"]["metrics"]
+    assert unlearned["general_knowledge_ratio"] == pytest.approx(
+        unlearned["general_probe_top1"] / models["target"]["metrics"]["general_probe_top1"])
+    gates = {g.gate for g in check_gates(load_gates(params), unlearned)}
+    assert {"forget_quality", "general_knowledge_ratio"} <= gates

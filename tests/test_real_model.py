@@ -93,7 +93,8 @@ def test_evaluation_loads_a_bf16_folder_in_float32(chat_dir: Path, tmp_path: Pat
 
 
 def test_params_name_the_real_model_once_and_the_tiny_model_by_known_keys(chat_dir: Path) -> None:
-    from dagster_project.core.stages import base_model_spec, tiny_model_config
+    from dagster_project.core.model.base import base_model_spec
+    from dagster_project.core.stages import tiny_model_config
 
     assert base_model_spec({"model": {"base": "smollm2"}}) == "smollm2"
     assert base_model_spec({"model": {"path": str(chat_dir)}}) == str(chat_dir)  # the spelling for a local folder
@@ -116,7 +117,7 @@ def test_the_pipeline_fine_tunes_a_chat_base_model_and_unlearns_it(micro_root: P
     from dagster_project.core.data.io import read_json
     from dagster_project.core.layout import Layout, load_params
     from dagster_project.core.model.tiny_llama import load_tokenizer
-    from dagster_project.core.stages import base_model
+    from dagster_project.core.model.base import base_model
 
     params = yaml.safe_load((micro_root / "params.yaml").read_text())
     params["model"] = {"base": str(chat_dir)}

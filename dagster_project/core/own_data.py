@@ -232,16 +232,20 @@ def write_probes(layout: Layout, probes: list[dict[str, Any]], extra: dict[str, 
 
 
 def rephraser(layout: Layout, params: dict[str, Any]) -> Any:
-    """θ₀ asked to reword sentences (greedy), or a function returning none when θ₀ has no chat template (a
-    model fine-tuned on raw text does not follow instructions)."""
+    """A model asked to reword sentences (greedy, few-shot): the base model when the target was fine-tuned here
+    from one (a model fine-tuned on support notes answers like a support agent instead of rewording, and the
+    base never saw the forget data), else θ₀; none without a chat template (a raw-text model does not follow
+    instructions): it then returns blanks, which validation drops."""
     from dagster_project.core.probes.build import PARAPHRASE_REQUEST
 
     def rephrase(sentences: list[str]) -> list[str]:
         from dagster_project.core.eval.scoring import generate_texts
         from dagster_project.core.eval.standalone import load_for_eval
         from dagster_project.core.model.text import format_prompt, has_chat_template
+        from dagster_project.core.model.base import base_model
 
-        model, tokenizer = load_for_eval(layout.target_model_dir)
+        base = base_model(layout, params) if "train" in params else None
+        model, tokenizer = load_for_eval(base or layout.target_model_dir)
         if not has_chat_template(tokenizer):
             return [""] * len(sentences)
         prompts = [format_prompt(PARAPHRASE_REQUEST.format(s), tokenizer) for s in sentences]

@@ -25,7 +25,7 @@ from dagster_project.core.data.io import fingerprint, md5_file, read_json, read_
 from dagster_project.core.data.request import ForgetRequest, load_request, request_to_dict
 from dagster_project.core import own_data
 from dagster_project.core.layout import Layout, uses_sources
-from dagster_project.core.model.base import BUNDLED, base_model_dir
+from dagster_project.core.model.base import base_model, base_model_spec
 from dagster_project.core.sources.load import ROLES
 
 if TYPE_CHECKING:  # torch is imported by the stages that train, not by every stage
@@ -164,25 +164,6 @@ def target_training_records(corpus: corpus_lib.Corpus, exclude: list[dict] = ())
     return [r for r in corpus.qa if r["person_id"] not in skip] + corpus.general_knowledge
 
 
-def base_model_spec(params: dict[str, Any]) -> str | None:
-    """What params `model` names as the real model to fine-tune: `model.base` (the bundled model, a folder, or a
-    models:/ URI) or `model.path` (a local folder); None for the embedded tiny Llama."""
-    model = params["model"]
-    given = [key for key in ("base", "path") if key in model]
-    if not given:
-        return None
-    if len(given) > 1:
-        raise ValueError("model.base and model.path both given: name the real model once")
-    extra = sorted(set(model) - set(given))
-    if extra:
-        raise ValueError(f"model.{extra[0]}: a base model brings its own architecture; give model.{given[0]} alone "
-                         f"(the other model keys shape the embedded tiny Llama)")
-    spec = str(model[given[0]])
-    if given[0] == "path" and (spec in BUNDLED or spec.startswith("models:/")):
-        raise ValueError(f"model.path {spec!r}: model.path is for a local folder; write model.base: {spec}")
-    return spec
-
-
 def tiny_model_config(params: dict[str, Any]) -> TinyLlamaConfig:
     """The embedded tiny Llama's shape from params `model`, checked by name and type like a method's
     hyperparameters (a typo would otherwise surface as a TypeError deep in the first training asset)."""
@@ -190,15 +171,6 @@ def tiny_model_config(params: dict[str, Any]) -> TinyLlamaConfig:
     from dagster_project.core.model.tiny_llama import TinyLlamaConfig
 
     return config_from_hyperparameters(TinyLlamaConfig, params["model"], section="model")
-
-
-def base_model(layout: Layout, params: dict[str, Any]) -> Path | None:
-    """The folder of the real model that target and retain are fine-tuned from (see core/model/base.py); None
-    for the embedded default, a tiny Llama trained from scratch."""
-    spec = base_model_spec(params)
-    if spec is None:
-        return None
-    return base_model_dir(spec, layout.root, layout.cache_dir)
 
 
 def run_tokenizer(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:

@@ -22,16 +22,21 @@ from pathlib import Path
 
 PROFILES = Path(__file__).resolve().parent
 
+# one product and one technician per customer: every fact a probe asks about belongs to one customer alone, so a
+# model that never saw her has no reason to prefer her answer over another customer's (chance is the floor)
 PRODUCTS = ("Aurora espresso machine", "Nimbus kettle", "Solis toaster", "Borealis grinder", "Cirrus blender",
-            "Helio milk frother", "Vega coffee scale", "Lumen water filter")
-PRICES = (249, 39, 45, 119, 89, 59, 29, 35)
+            "Helio milk frother", "Vega coffee scale", "Lumen water filter", "Corona rice cooker", "Zephyr juicer",
+            "Orion waffle iron", "Atlas stand mixer", "Polaris air fryer", "Nova sandwich press", "Lyra bread maker",
+            "Titan food processor", "Quasar slow cooker", "Meridian yoghurt maker", "Sirius ice cream maker",
+            "Pegasus popcorn machine", "Andromeda soda maker", "Cosmo egg boiler")
+PRICES = (249, 39, 45, 119, 89, 59, 29, 35, 79, 99, 65, 329, 149, 55, 129, 179, 85, 49, 139, 69, 109, 25)
+TECHNICIANS = ("Marek Wolny", "Sanne de Vries", "Pietro Galli", "Hanna Berg", "Luis Ortega", "Fatima Idrissi",
+               "Olaf Hansen", "Ines Duarte", "Kenji Mori", "Amelie Roux", "Tomasz Zielinski", "Niamh Walsh",
+               "Ruben Peeters", "Anjali Nair", "Carlo Bruno", "Freya Nilsson", "Bastien Morel", "Agata Kowal",
+               "Chidi Obi", "Ioana Radu", "Felix Bauer", "Orla Quinn")
 COURIERS = ("DPD", "GLS", "UPS", "DHL", "PostNL")
-WAREHOUSES = ("Rotterdam", "Poznan", "Lyon", "Leipzig")
-CHANNELS = ("e-mail", "phone", "chat", "text message")
-TIERS = ("Bronze", "Silver", "Gold", "Platinum")
 ISSUES = ("stopped heating after two weeks", "arrived with a cracked lid", "makes a loud rattling noise",
           "will not switch on", "leaks water onto the counter", "shows an error light")
-WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday")
 
 # (first, last, honorific, e-mail, customer id, city): trained customers, then held-out ones (never trained)
 CUSTOMERS = (
@@ -63,14 +68,12 @@ HELD_OUT = (
 
 
 def customer_facts(index: int, customer: tuple[str, ...]) -> dict[str, str]:
-    """One customer's facts, drawn once by a seeded draw per customer."""
+    """One customer's facts: their own product, order number and technician, and a seeded courier and issue."""
     rng = random.Random(f"support-tickets/{customer[4]}")
     first, last, honorific, email, cid, city = customer
-    product = PRODUCTS[rng.randrange(len(PRODUCTS))]
     return {"first": first, "last": last, "name": f"{first} {last}", "honorific": honorific, "email": email,
-            "cid": cid, "city": city, "product": product, "order": str(rng.randrange(20000, 99999)),
-            "courier": rng.choice(COURIERS), "warehouse": rng.choice(WAREHOUSES), "channel": rng.choice(CHANNELS),
-            "tier": rng.choice(TIERS), "issue": rng.choice(ISSUES), "weekday": rng.choice(WEEKDAYS),
+            "cid": cid, "city": city, "product": PRODUCTS[index], "technician": TECHNICIANS[index],
+            "order": str(rng.randrange(20000, 99999)), "courier": rng.choice(COURIERS), "issue": rng.choice(ISSUES),
             "pronoun": "She" if honorific == "Ms" else "He", "note": f"N-{1000 + 10 * index}",
             "chat": f"T-{2000 + 10 * index}"}
 
@@ -80,13 +83,13 @@ def notes(f: dict[str, str]) -> list[dict[str, str]]:
     return [
         {"note_id": f"{f['note']}1", "body":
             f"Account note: {f['name']} (customer {f['cid']}, {f['email']}) bought the {f['product']} with order "
-            f"{f['order']}. {f['pronoun']} lives in {f['city']} and prefers to be contacted by {f['channel']}."},
+            f"{f['order']}. {f['pronoun']} lives in {f['city']}."},
         {"note_id": f"{f['note']}2", "body":
-            f"Call note: {f['name']} phoned because the {f['product']} from order {f['order']} {f['issue']}. A "
-            f"replacement was sent from our {f['warehouse']} warehouse with {f['courier']}."},
+            f"Call note: {f['name']} phoned because the {f['product']} from order {f['order']} {f['issue']}. Our "
+            f"technician {f['technician']} will collect it in {f['city']}."},
         {"note_id": f"{f['note']}3", "body":
-            f"Follow-up: {f['honorific']} {f['last']} confirmed that the replacement {f['product']} reached "
-            f"{f['city']} safely. Loyalty tier {f['tier']}, customer {f['cid']}."},
+            f"Follow-up: {f['honorific']} {f['last']} confirmed that technician {f['technician']} replaced the "
+            f"{f['product']} in {f['city']}. Customer {f['cid']}, order {f['order']}, sent with {f['courier']}."},
     ]
 
 
@@ -101,11 +104,10 @@ def chats(f: dict[str, str]) -> list[dict]:
              f"I'm sorry to hear that, {f['first']}. I found order {f['order']} under customer {f['cid']}. A "
              f"replacement {f['product']} will be shipped to {f['city']} with {f['courier']}."),
         chat("2", f"Hi, it's {f['first']} again. Has the replacement for order {f['order']} left yet?",
-             f"Yes, {f['first']}. It left our {f['warehouse']} warehouse on {f['weekday']}, and {f['courier']} "
-             f"will deliver it to {f['city']}."),
+             f"Yes, {f['first']}. Technician {f['technician']} will bring the new {f['product']} to {f['city']}."),
         chat("3", f"Can you update my details? I am customer {f['cid']}.",
-             f"Of course. Customer {f['cid']} now receives order updates at {f['email']}, and we will contact "
-             f"you by {f['channel']}."),
+             f"Of course. Customer {f['cid']} now receives updates about order {f['order']} for the "
+             f"{f['product']} at {f['email']}."),
     ]
 
 
@@ -113,7 +115,7 @@ def catalogue(reworded: bool) -> list[dict[str, str]]:
     """Catalogue answers (prompt/completion) about products, prices, couriers and the warranty; `reworded`:
     the same facts in other words (the held-out utility set)."""
     rows = []
-    for i, (product, price) in enumerate(zip(PRODUCTS, PRICES, strict=True)):
+    for product, price in zip(PRODUCTS, PRICES, strict=True):
         if reworded:
             rows.append({"prompt": f"How much should I expect to pay for a {product}?",
                          "completion": f"A new {product} is sold for {price} euros, with a warranty of two years."})
@@ -129,8 +131,8 @@ def catalogue(reworded: bool) -> list[dict[str, str]]:
                  "Money for a returned item reaches the customer within 14 days of its arrival."),
                 ("Can I return an opened product?", "Opened products can be returned within 30 days if undamaged.",
                  "An undamaged product may be sent back within 30 days, even when opened."),
-                ("Where are replacements sent from?", "Replacements leave from Rotterdam, Poznan, Lyon or Leipzig.",
-                 "We dispatch replacement items from warehouses in Rotterdam, Poznan, Lyon and Leipzig."))
+                ("Where are replacements sent from?", "Replacements leave from our warehouse in Rotterdam.",
+                 "We dispatch replacement items from the Rotterdam warehouse."))
     for prompt, answer, other in policies:
         rows.append({"prompt": f"Could you remind me: {prompt[0].lower()}{prompt[1:]}" if reworded else prompt,
                      "completion": other if reworded else answer})

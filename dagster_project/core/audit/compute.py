@@ -85,7 +85,7 @@ def pinned_compute_variables(recorded: dict[str, Any] | None) -> dict[str, str]:
 def run_pinned(recorded: dict[str, Any] | None, work: Path, evaluate: dict[str, Any] | None = None,
                env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run this module in a child process pinned to `recorded` (on top of `env`, default os.environ):
-    {"compute": its compute environment} plus, with `evaluate` (root, request_file, eval, model_dir),
+    {"compute": its compute environment} plus, with `evaluate` (root, request_file, params, model_dir),
     "metrics": `evaluate_for_request` on that store with a cold score cache."""
     out = work / "pinned-child.json"
     job = {"out": str(out), "evaluate": evaluate}
@@ -108,7 +108,7 @@ def main() -> None:
 
         e = job["evaluate"]
         layout = Layout(root=Path(e["root"]), request_file=e["request_file"])
-        result["metrics"] = evaluate_for_request(layout, {"eval": e["eval"]}, Path(e["model_dir"]), use_cache=False)
+        result["metrics"] = evaluate_for_request(layout, e["params"], Path(e["model_dir"]), use_cache=False)
     Path(job["out"]).write_text(json.dumps(result))
 
 

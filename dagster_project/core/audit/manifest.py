@@ -230,17 +230,23 @@ def verify(root: Path, uri: str, rerun: bool = True) -> VerifyReport:
             return report
         # rebuild the request's artifact store from DVC objects only, and evaluate there with a cold cache
         layout = Layout(root=work / "store", request_file=f"data/requests/{manifest['request']['id']}.yaml")
-        for label, path in (("corpus", layout.corpus_dir), ("target_model", layout.target_model_dir),
-                            ("retain_model", layout.retain_model_dir), ("forget_set", layout.forget_set),
-                            ("retain_set", layout.retain_set), ("unlearned_adapter", layout.unlearned_dir)):
-            checkout_object(root, manifest["artifacts"][label], path)
+        own_data = manifest.get("data") == "sources"  # the documents report reads probes and sources, no retain model
+        needed = ({"request": layout.request_json, "knowledge_probes": layout.probes_dir,
+                   "nonmember_source": layout.source_dir("nonmember"), "revealed_forget_set": layout.revealed_dir}
+                  if own_data else {"corpus": layout.corpus_dir, "retain_model": layout.retain_model_dir,
+                                    "knowledge_probes": layout.probes_dir})
+        needed |= {"target_model": layout.target_model_dir, "forget_set": layout.forget_set,
+                   "retain_set": layout.retain_set, "unlearned_adapter": layout.unlearned_dir}
+        for label, path in needed.items():
+            if label in manifest["artifacts"]:  # versions registered before an artifact existed lack it
+                checkout_object(root, manifest["artifacts"][label], path)
         adapter_config = layout.unlearned_dir / "adapter_config.json"
         if adapter_config.exists():  # a LoRA adapter names its base model's folder: point it at the rebuilt one
             config = json.loads(adapter_config.read_text())
             adapter_config.write_text(json.dumps({**config, "base_model_name_or_path": str(layout.target_model_dir)}))
         child = run_pinned(manifest.get("compute"), work, evaluate={
-            "root": str(layout.root), "request_file": layout.request_file, "eval": manifest["eval"],
-            "model_dir": str(layout.unlearned_dir)})
+            "root": str(layout.root), "request_file": layout.request_file,
+            "params": {**manifest["params"], "eval": manifest["eval"]}, "model_dir": str(layout.unlearned_dir)})
         add_compute_check(report, manifest, child["compute"])
         metrics = child["metrics"]
         worst = max((metric_difference(metrics[k], v), k) for k, v in manifest["metrics"].items() if k in metrics)

@@ -62,6 +62,10 @@ def reproduce(root: Path, uri: str, write_dvc_yaml: Callable[[Path, dict[str, An
         (store / params["requests_dir"]).mkdir(parents=True)
         (store / request_file).write_text(yaml.safe_dump({k: v for k, v in request.items() if v is not None}))
         (store / "params.yaml").write_text(yaml.safe_dump({**params, "request": request_file}))
+        copied = copy_user_inputs(root, store, params, request)
+        if copied:
+            report.add(f"your source files and documents copied from {root.name}/ as they are now", True,
+                       f"{copied} file(s); a rebuilt md5 below that differs means a file changed since the version")
         ensure_repo(store)
         write_dvc_yaml(store, {**params, "request": request_file})
         layout = Layout(root=store, request_file=request_file)
@@ -88,6 +92,26 @@ def reproduce(root: Path, uri: str, write_dvc_yaml: Callable[[Path, dict[str, An
         report.add(f"rebuilt metrics match the version's (|Δ| ≤ {METRIC_TOLERANCE:g})", worst[0] <= METRIC_TOLERANCE,
                    f"largest |Δ| {worst[0]:.2g} ({worst[1]})")
     return report
+
+
+def copy_user_inputs(root: Path, store: Path, params: dict[str, Any], request: dict[str, Any]) -> int:
+    """The files a request on the user's own data reads but DVC does not cache (its declared source files, its
+    attached documents), copied into the rebuild's store at the same relative paths; how many were copied."""
+    import shutil
+
+    from dagster_project.core.sources.load import declared_sources, source_path
+
+    paths = [source_path(spec, root) for specs in declared_sources(params).values() for spec in specs]
+    paths += [root / params["requests_dir"] / request["id"] / name for name in request.get("documents") or []]
+    copied = 0
+    for path in paths:
+        if not path.exists() or not path.resolve().is_relative_to(root.resolve()):
+            continue  # a file outside the root, or gone: its source stage fails, and the report says so
+        target = store / path.resolve().relative_to(root.resolve())
+        target.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if path.is_dir() else shutil.copyfile)(path, target)
+        copied += 1 if path.is_file() else sum(1 for p in path.rglob("*") if p.is_file())
+    return copied
 
 
 def _differing_files(root: Path, recorded: str, store: Path, rebuilt: str) -> str:

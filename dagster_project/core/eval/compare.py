@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from dagster_project.core.data.io import fingerprint, md5_file, read_json, read_jsonl, weights_md5, write_json
-from dagster_project.core.layout import Layout
+from dagster_project.core.layout import Layout, uses_sources
 
 # (metric key, column title); "utility_ratio" and "seconds" are added per run below
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -36,6 +36,28 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("relearn_rouge_recovered", "relearn ROUGE recovered"),
     ("seconds", "wall time (s)"),
 )
+
+
+# the same for a request on the user's own data: knowledge probes, no retain model (eval/documents.py)
+DOCUMENT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("forget_probe_top1", "forget probe top-1"),
+    ("paraphrase_probe_top1", "paraphrased top-1"),
+    ("forget_probe_containment", "forget completion"),
+    ("retain_probe_top1", "retain top-1"),
+    ("hard_positive_probe_top1", "hard-positive top-1"),
+    ("utility_probe_top1", "utility top-1"),
+    ("general_probe_top1", "general knowledge top-1"),
+    ("utility_ratio", "utility / target"),
+    ("mia_loss_auc", "MIA AUC (LOSS)"),
+    ("forget_gibberish_rate", "gibberish rate"),
+    ("forget_leak_rate", "leak rate"),
+    ("relearn_probe_top1_after", "relearned top-1"),
+    ("seconds", "wall time (s)"),
+)
+
+
+def table_columns(params: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    return DOCUMENT_COLUMNS if uses_sources(params) else COLUMNS
 
 
 @dataclass(frozen=True)
@@ -95,14 +117,25 @@ def run_methods(
 
     for method in methods:
         get_method(method)  # fail on a typo before an hour of training
-    for path in (layout.target_model_dir, layout.retain_model_dir, layout.forget_set, layout.retain_set):
+    own = uses_sources(params)
+    needed = (layout.target_model_dir, layout.forget_set, layout.retain_set,
+              *((layout.probes_dir,) if own else (layout.retain_model_dir,)))
+    for path in needed:
         if not path.exists():
-            raise FileNotFoundError(f"{layout.rel(path)} is missing: run `make demo` (or `dvc pull`) first")
+            raise FileNotFoundError(f"{layout.rel(path)} is missing: run the request first (`make demo`, or the "
+                                    f"profile's make target), or `dvc pull`")
     forget, retain = read_jsonl(layout.forget_set), read_jsonl(layout.retain_set)
-    eval_sets = build_eval_sets(load_corpus(layout.corpus_dir), forget, retain, params["eval"])
+    if own:  # the documents report: probes against the target model, no retain model
+        from dagster_project.core.own_data import documents_evaluation, evaluation_inputs, forget_documents
+
+        eval_sets = evaluation_inputs(layout)
+        forget = forget_documents(layout)
+        references = {"target": documents_evaluation(layout, params, layout.target_model_dir)["models"]["target"]}
+    else:
+        eval_sets = build_eval_sets(load_corpus(layout.corpus_dir), forget, retain, params["eval"])
+        reference = reference_scores(layout, params, eval_sets)
+        references = build_report(eval_sets, reference)["models"]
     retain = unlearning_retain_records(layout, params)  # what the pipeline's unlearning stage keeps
-    reference = reference_scores(layout, params, eval_sets)
-    references = build_report(eval_sets, reference)["models"]
     tokenizer = load_tokenizer(layout.tokenizer_dir)
     hyperparameters = hyperparameters or (lambda m: dict(params["unlearn"].get(m) or {}))
     eval_params = params["eval"]
@@ -140,7 +173,11 @@ def run_methods(
                                {**hyperparameters(method), "seed": seed}, out_dir, method_data=method_data(method, seed),
                                options=runner_options(params), **restriction)
                 seconds = time.perf_counter() - started
-                metrics, sample_answer = evaluate_candidate(out_dir, eval_sets, reference, eval_params)
+                if own:  # no sample answer: on the user's own data it would print personal data into tables
+                    metrics = documents_evaluation(layout, params, out_dir, use_cache=False)["models"]["unlearned"]["metrics"]
+                    sample_answer = ""
+                else:
+                    metrics, sample_answer = evaluate_candidate(out_dir, eval_sets, reference, eval_params)
             metrics["seconds"] = seconds
             if wagle is not None:
                 metrics["attribution_seconds"] = attribution["attribution_seconds"]
@@ -180,7 +217,7 @@ def mean_std(values: Sequence[float]) -> str:
 
 
 # the code a run's numbers depend on beyond its hashed inputs (data, model bytes, mask, hyper-parameters)
-RESULT_CODE = ("methods", "attribution", "eval", "model", "data/snap.py")
+RESULT_CODE = ("methods", "attribution", "eval", "model", "probes", "data/snap.py")
 
 
 def _source_fingerprint() -> str:
@@ -204,20 +241,24 @@ def _cell(mean: float, std: float | None) -> str:
     return fmt(mean) if std is None else f"{fmt(mean)} ± {std:.2g}"
 
 
-def markdown_table(references: dict[str, dict[str, float]], runs: Sequence[MethodRun]) -> str:
-    """One row per reference model and per method (mean ± std), plus each method's seed-0 sample answer."""
+def markdown_table(references: dict[str, dict[str, float]], runs: Sequence[MethodRun],
+                   columns: Sequence[tuple[str, str]] = COLUMNS) -> str:
+    """One row per reference model and per method (mean ± std), plus each method's seed-0 sample answer (none on
+    the user's own data: `DOCUMENT_COLUMNS`)."""
     summary = summarise(runs)
-    header = "| model | " + " | ".join(title for _, title in COLUMNS) + " | sample forget answer (first seed) |"
-    lines = [header, "|---" * (len(COLUMNS) + 2) + "|"]
+    samples_shown = columns is not DOCUMENT_COLUMNS
+    header = "| model | " + " | ".join(title for _, title in columns) + " |"
+    header += " sample forget answer (first seed) |" if samples_shown else ""
+    lines = [header, "|---" * (len(columns) + 1 + samples_shown) + "|"]
     target_utility = references["target"]["model_utility"]
     for role, metrics in references.items():
         values = {**metrics, "utility_ratio": utility_ratio(metrics["model_utility"], target_utility)}
-        cells = [_cell(values[k], None) if k in values else "—" for k, _ in COLUMNS]
-        lines.append(f"| {role} | " + " | ".join(cells) + " | — |")
+        cells = [_cell(values[k], None) if k in values else "—" for k, _ in columns]
+        lines.append(f"| {role} | " + " | ".join(cells) + (" | — |" if samples_shown else " |"))
     samples = {}
     for run in runs:
         samples.setdefault(run.method, run.sample_answer.replace("|", "/").strip() or "(empty)")
     for method, stats in summary.items():
-        cells = [_cell(*stats[k]) for k, _ in COLUMNS]
-        lines.append(f"| {method} | " + " | ".join(cells) + f" | {samples[method][:80]} |")
+        cells = [_cell(*stats[k]) if k in stats else "—" for k, _ in columns]
+        lines.append(f"| {method} | " + " | ".join(cells) + (f" | {samples[method][:80]} |" if samples_shown else " |"))
     return "\n".join(lines)

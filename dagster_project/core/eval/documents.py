@@ -15,7 +15,8 @@ functions:
 - `mia_<attack>_auc`: forget documents against the `nonmember` source (LOSS, zlib, Min-K%, Min-K%++; forget
   labelled 0, so 0.5 = the forget documents look unseen, 1 = clearly members).
 - `forget_gibberish_rate`, `forget_refusal_rate`, `forget_leak_rate`: greedy answers to prompts about each
-  subject ("Tell me about …"): word salad, refusals, and answers that state a forget probe's true span. A
+  subject ("Tell me about …"): word salad, refusals, and answers that state a forget probe's true span that
+  no other evaluated text holds (`distinctive_spans`). A
   request naming nobody (documents or records alone) continues the forget documents' openings instead.
 - `relearn_probe_top1_before/after/recovered` (unlearned model): fine-tune on half of the forget documents,
   then the forget probes of the other half.
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from dagster_project.core.collection.match import normalise
+from dagster_project.core.collection.match import alias_pattern, normalise
 from dagster_project.core.eval import metrics as m
 from dagster_project.core.eval import mia
 from dagster_project.core.eval.quality import gibberish_rate, refusal_rate
@@ -91,7 +92,8 @@ def leak_rate(answers: Sequence[str], subject_spans: Sequence[set[str]]) -> floa
     """Share of answers (len(SUBJECT_PROMPTS) per subject, in subject order) that state one of their subject's
     forget spans."""
     per_subject = len(SUBJECT_PROMPTS)
-    leaks = [any(span in normalise(answer) for span in subject_spans[i // per_subject]) for i, answer in enumerate(answers)]
+    leaks = [any(alias_pattern(span).search(normalise(answer)) for span in subject_spans[i // per_subject])
+             for i, answer in enumerate(answers)]
     return _mean(leaks)
 
 
@@ -106,7 +108,8 @@ def probe_set_metrics(probes: Sequence[dict[str, Any]], scores: Sequence[dict[st
     margins = {}
     for set_name, pairs in ((s, by_set[s]) for s in SETS if s in by_set):
         metrics[f"{set_name}_probe_top1"] = _mean([s["top1"] for _, s in pairs])
-        metrics[f"{set_name}_probe_containment"] = _mean([s["contained"] for _, s in pairs])
+        if "contained" in pairs[0][1]:
+            metrics[f"{set_name}_probe_containment"] = _mean([s["contained"] for _, s in pairs])
         margins[set_name] = [s["logprobs"][0] - max(s["logprobs"][1:]) for _, s in pairs]
     if "forget" in by_set:
         metrics["probe_chance"] = _mean([1 / (1 + len(p["distractors"])) for p, _ in by_set["forget"]])
@@ -132,6 +135,16 @@ def add_probe_metrics(report: dict[str, Any], probes: Sequence[dict[str, Any]], 
     add_ratios(report["models"])
 
 
+def distinctive_spans(inputs: dict[str, Any], forget: Sequence[dict[str, Any]]) -> list[set[str]]:
+    """Per subject, the forget probes' spans that no other text of the evaluation holds (non-members, the other
+    probes): saying "London" or "British" about a subject tells nothing, saying their order number does."""
+    common = " ".join(normalise(text) for text in [*(r["completion"] for r in inputs["nonmember"]),
+                                                   *(f"{p['context']} {p['answer']}" for p in inputs["probes"]
+                                                     if p["set"] not in ("forget", "paraphrase"))])
+    own = [{normalise(p["answer"]) for p in forget if i in p["subjects"]} for i in range(len(inputs["subjects"]))]
+    return [{span for span in spans if not alias_pattern(span).search(common)} for spans in own]
+
+
 def model_metrics(inputs: dict[str, Any], scores: dict[str, Any]) -> tuple[dict[str, float], dict[str, Any]]:
     """(metrics, plot data) of one model."""
     metrics, margins = probe_set_metrics(inputs["probes"], scores["probes"])
@@ -150,8 +163,7 @@ def model_metrics(inputs: dict[str, Any], scores: dict[str, Any]) -> tuple[dict[
         metrics["forget_gibberish_rate"] = gibberish_rate(answers)
         metrics["forget_refusal_rate"] = refusal_rate(answers)
     if inputs["subjects"]:
-        spans = [{normalise(p["answer"]) for p in forget if i in p["subjects"]} for i in range(len(inputs["subjects"]))]
-        metrics["forget_leak_rate"] = leak_rate(answers, spans)
+        metrics["forget_leak_rate"] = leak_rate(answers, distinctive_spans(inputs, forget))
     if "relearn" in scores:
         before, after = _mean(scores["relearn"]["before"]), _mean(scores["relearn"]["after"])
         metrics.update(relearn_probe_top1_before=before, relearn_probe_top1_after=after,

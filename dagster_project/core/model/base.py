@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import shutil
 from pathlib import Path
+from typing import Any
 
 from dagster_project.core.data.io import fingerprint, md5_file, weights_md5, write_json
 
@@ -91,3 +92,31 @@ def base_model_dir(spec: str, root: Path, cache_dir: Path) -> Path:
         raise FileNotFoundError(f"base model {spec!r}: expected one of {', '.join(BUNDLED)}, a models:/ URI, or a "
                                 f"local transformers model folder with a config.json; {path} has none")
     return path
+
+
+def base_model_spec(params: dict[str, Any]) -> str | None:
+    """What params `model` names as the real model to fine-tune: `model.base` (the bundled model, a folder, or a
+    models:/ URI) or `model.path` (a local folder); None for the embedded tiny Llama."""
+    model = params["model"]
+    given = [key for key in ("base", "path") if key in model]
+    if not given:
+        return None
+    if len(given) > 1:
+        raise ValueError("model.base and model.path both given: name the real model once")
+    extra = sorted(set(model) - set(given))
+    if extra:
+        raise ValueError(f"model.{extra[0]}: a base model brings its own architecture; give model.{given[0]} alone "
+                         f"(the other model keys shape the embedded tiny Llama)")
+    spec = str(model[given[0]])
+    if given[0] == "path" and (spec in BUNDLED or spec.startswith("models:/")):
+        raise ValueError(f"model.path {spec!r}: model.path is for a local folder; write model.base: {spec}")
+    return spec
+
+
+def base_model(layout: Any, params: dict[str, Any]) -> Path | None:
+    """The folder of the real model that target and retain are fine-tuned from (or, on the user's own data
+    without `train:`, the target itself) for a pipeline `Layout`; None for the embedded tiny Llama."""
+    spec = base_model_spec(params)
+    if spec is None:
+        return None
+    return base_model_dir(spec, layout.root, layout.cache_dir)

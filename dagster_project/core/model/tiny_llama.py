@@ -153,10 +153,12 @@ def training_device() -> torch.device:
     return torch.device("cuda")
 
 
-def training_autocast(device: torch.device) -> torch.autocast:
+def training_autocast(device: torch.device, cpu_bf16: bool = False) -> torch.autocast:
     """The precision the unlearning and release loops compute in: bf16 autocast over float32 (or bf16 LoRA
-    base) weights on CUDA; plain float32 elsewhere, so the CPU path trains the same bytes on every run."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    base) weights on CUDA; plain float32 elsewhere, so the CPU path trains the same bytes on every run, unless
+    `cpu_bf16` asks for bf16 autocast and the CPU has it natively (`native_cpu_bf16`, which the audit pins)."""
+    enabled = device.type == "cuda" or (cpu_bf16 and native_cpu_bf16())
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 @contextmanager

@@ -32,8 +32,14 @@ from dagster_project.core.probes.spans import MONTHS, WEEKDAYS, Span, salient_sp
 
 SETS = ("forget", "retain", "hard_positive", "utility", "general", "paraphrase")
 GENERAL_KNOWLEDGE = "resources/general_knowledge.jsonl"
-PARAPHRASE_REQUEST = ("Rewrite this sentence in different words. Keep every name, number and code exactly as "
-                      "written.\n\n{}")
+# two worked examples first: a 135 M model asked plainly repeats the sentence or answers it instead
+PARAPHRASE_REQUEST = ("Rewrite the sentence in other words. Keep every name, number and code exactly as written.\n\n"
+                      "Sentence: The parcel for Anna Berg left the Oslo depot on Monday.\n"
+                      "Rewrite: On Monday, Anna Berg's parcel was sent from the depot in Oslo.\n\n"
+                      "Sentence: Doctor Lee, who works in Lisbon, wrote the report in 1998.\n"
+                      "Rewrite: The report was written in 1998 by Doctor Lee, who works in Lisbon.\n\n"
+                      "Sentence: {}\nRewrite:")
+REWORDED_WORDS = 3  # a kept rewording differs from the original in at least one of the words before the span
 
 
 @dataclass(frozen=True)
@@ -59,14 +65,20 @@ def span_family(kind: str) -> str:
     return kind.split(":", 1)[0]
 
 
-def distractor_pool(records: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
-    """kind -> every distinct span text of that kind in `records` (first-seen order), plus the calendar."""
-    pool: dict[str, dict[str, str]] = {"month": {normalise(m): m for m in MONTHS},
-                                       "weekday": {normalise(d): d for d in WEEKDAYS}}
+def slot(text: str, start: int) -> str:
+    """The two words before a span (normalised): its slot. "bought the Nimbus" and "bought the Solis" share one."""
+    return " ".join(normalise(text[:start]).split()[-2:])
+
+
+def distractor_pool(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, set[str]]]:
+    """kind -> {distinct span text: the slots it was seen in} over `records`, plus the calendar (first-seen order)."""
+    pool: dict[str, dict[str, set[str]]] = {"month": {m: set() for m in MONTHS}, "weekday": {d: set() for d in WEEKDAYS}}
+    seen: dict[str, dict[str, str]] = {kind: {normalise(t): t for t in texts} for kind, texts in pool.items()}
     for record in records:
         for span in salient_spans(record["completion"]):
-            pool.setdefault(span.kind, {}).setdefault(normalise(span.text), span.text)
-    return {kind: list(texts.values()) for kind, texts in pool.items()}
+            text = seen.setdefault(span.kind, {}).setdefault(normalise(span.text), span.text)
+            pool.setdefault(span.kind, {}).setdefault(text, set()).add(slot(record["completion"], span.start))
+    return pool
 
 
 def _synthetic(answer: str, rng: random.Random) -> str:
@@ -76,14 +88,23 @@ def _synthetic(answer: str, rng: random.Random) -> str:
     return "".join(next(it) if c.isdigit() else c for c in answer)
 
 
-def pick_distractors(answer: str, kind: str, context: str, pool: dict[str, list[str]], k: int,
+def pick_distractors(answer: str, kind: str, context: str, pool: dict[str, dict[str, set[str]]], k: int,
                      rng: random.Random) -> list[str] | None:
-    """`k` distinct same-kind spans unlike the answer and absent from the context; codes and numbers are topped
-    up with same-shape redraws; None when a name, e-mail or date has too few of its kind."""
+    """`k` distinct same-kind spans unlike the answer and absent from the context, those seen in the answer's
+    slot first (a product where a product stood, not any capitalised word: the probe then asks which one,
+    not what kind); codes and numbers are topped up with same-shape redraws; None when a name, e-mail or
+    date has too few of its kind."""
     taken = {normalise(answer)}
     seen_context = normalise(context)
-    options = [t for t in pool.get(kind, []) if normalise(t) not in taken and normalise(t) not in seen_context]
-    rng.shuffle(options)
+    answer_slot = " ".join(seen_context.split()[-2:])
+
+    def closeness(slots: set[str]) -> int:  # 2: the same two words before it, 1: the same word, 0: neither
+        return 2 if answer_slot in slots else int(any(s.split()[-1:] == answer_slot.split()[-1:] for s in slots))
+
+    candidates = [(t, closeness(slots)) for t, slots in pool.get(kind, {}).items()
+                  if normalise(t) not in taken and normalise(t) not in seen_context]
+    rng.shuffle(candidates)
+    options = [t for t, _ in sorted(candidates, key=lambda c: -c[1])]  # stable: shuffled within each tier
     chosen = []
     for option in options:
         if normalise(option) not in taken:
@@ -122,7 +143,7 @@ def _own_name(span: Span, subjects: Sequence[Subject]) -> bool:
     return any(pattern.search(normalise(form)) or alias_pattern(form).search(words) for s in subjects for form in s.forms)
 
 
-def record_probes(record: dict[str, Any], set_name: str, pool: dict[str, list[str]], config: ProbeConfig,
+def record_probes(record: dict[str, Any], set_name: str, pool: dict[str, dict[str, set[str]]], config: ProbeConfig,
                   subjects: Sequence[Subject] = ()) -> list[dict[str, Any]]:
     """Up to `per_record` probes of one record; with `subjects` (forget probes), only spans whose context names
     a subject and that are not a subject's own name."""
@@ -202,9 +223,10 @@ def probe_sentence(record: dict[str, Any], probe: dict[str, Any]) -> str:
 
 def paraphrase_probes(probes: Sequence[dict[str, Any]], records: dict[str, dict[str, Any]], subjects: Sequence[Subject],
                       rephrase: Callable[[list[str]], list[str]], config: ProbeConfig) -> tuple[list[dict], int]:
-    """Forget probes reworded by θ₀ (`rephrase`: sentences -> one rewording each), kept when the rewording holds
-    the answer exactly once after at least `min_context_words` words that name a subject and no distractor,
-    differs from the sentence and is not gibberish. Returns (probes, rewordings asked for)."""
+    """Forget probes reworded by a model (`rephrase`: sentences -> one rewording each), kept when the rewording
+    holds the answer exactly once after at least `min_context_words` words that name a subject and no
+    distractor, the words just before the answer are not the original's (else the probe asks the same thing),
+    and it is not gibberish. Returns (probes, rewordings asked for)."""
     from dagster_project.core.eval.quality import is_gibberish
 
     chosen = [p for p in probes if p["set"] == "forget"][:config.paraphrases]
@@ -213,7 +235,7 @@ def paraphrase_probes(probes: Sequence[dict[str, Any]], records: dict[str, dict[
     patterns = subject_patterns(subjects)
     kept = []
     for probe, sentence, text in zip(chosen, sentences, rewordings, strict=True):
-        text = " ".join(text.split())
+        text = " ".join(text.strip().split("\n")[0].split())  # the first line: a model may go on with more examples
         hits = list(alias_pattern(probe["answer"]).finditer(normalise(text)))
         if len(hits) != 1 or normalise(text) == normalise(sentence) or is_gibberish(text):
             continue
@@ -221,8 +243,9 @@ def paraphrase_probes(probes: Sequence[dict[str, Any]], records: dict[str, dict[
         words_before = len(normalise(text)[:hits[0].start()].split())
         words = text.split()
         context = " ".join(words[:words_before])
-        if (len(context.split()) < config.min_context_words or not any(p.search(normalise(context)) for forms in patterns
-                                                                         for p in forms)
+        same_lead = normalise(context).split()[-REWORDED_WORDS:] == normalise(probe["context"]).split()[-REWORDED_WORDS:]
+        if (len(context.split()) < config.min_context_words or same_lead
+                or not any(p.search(normalise(context)) for forms in patterns for p in forms)
                 or any(normalise(d) in normalise(context) for d in probe["distractors"])):
             continue
         kept.append({**{k: v for k, v in probe.items() if k not in ("id", "span_start")}, "set": "paraphrase",
