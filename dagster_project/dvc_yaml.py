@@ -66,6 +66,8 @@ def build_dvc_yaml(root: Path, params: dict) -> dict:
         if read:
             entry["params"] = read
         outs = [layout.rel(p) for p in stage.paths(layout, params)]
+        if not outs:  # writes nothing here (a source stage on the embedded corpus)
+            continue
         entry["outs"] = outs if stage.cache else [{out: {"cache": False}} for out in outs]
         if stage.shared:
             stages[name] = entry

@@ -3,6 +3,9 @@
     make demo && make ui &                      # the UI on 127.0.0.1:3000 with the demo's runs
     pip install playwright                      # in any venv; it drives the system Chromium, downloads no browser
     python docs/take_screenshots.py [--chromium /usr/bin/chromium] [--url http://127.0.0.1:3000]
+
+    make example-tickets && make ui ROOT=.runs/support-tickets &    # worked example (a) on your own data
+    python docs/take_screenshots.py --pages own-data
 """
 
 from __future__ import annotations
@@ -13,10 +16,16 @@ from pathlib import Path
 from playwright.sync_api import sync_playwright
 
 DOCS = Path(__file__).resolve().parent
-PAGES = {  # file -> (path, what must be on screen before the shot)
-    "ui-asset-graph.png": ("/asset-groups", "registered_model"),
-    "ui-evaluation-metadata.png": ("/assets/evaluation?partition=demo-forget10", "metrics_table"),
-    "ui-champion-gates.png": ("/assets/champion?view=checks", "promotion_gates_passed"),
+PAGES = {  # set -> file -> (path, what must be on screen before the shot)
+    "demo": {
+        "ui-asset-graph.png": ("/asset-groups", "registered_model"),
+        "ui-evaluation-metadata.png": ("/assets/evaluation?partition=demo-forget10", "metrics_table"),
+        "ui-champion-gates.png": ("/assets/champion?view=checks", "promotion_gates_passed"),
+    },
+    "own-data": {  # make example-tickets: the collection report and the documents evaluation
+        "ui-own-data-forget-set.png": ("/assets/forget_set?partition=forget-customer", "records_per_subject"),
+        "ui-own-data-evaluation.png": ("/assets/evaluation?partition=forget-customer", "metrics_table"),
+    },
 }
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]
@@ -26,11 +35,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     parser.add_argument("--url", default="http://127.0.0.1:3000")
+    parser.add_argument("--pages", choices=list(PAGES), default="demo")
     args = parser.parse_args()
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=args.chromium, args=FLAGS)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
-        for name, (path, expected) in PAGES.items():
+        for name, (path, expected) in PAGES[args.pages].items():
             page.goto(args.url + path)
             skip = page.get_by_role("button", name="Skip")  # Dagster's one-time community dialog
             if skip.count():

@@ -224,6 +224,30 @@ def test_a_model_that_knows_the_span_ranks_it_first(tmp_path: Path, one_thread) 
     assert all(s["logprobs"][0] > s["logprobs"][1] + 1 for s in scores)
 
 
+def test_every_option_of_a_probe_scored_in_one_pass_equals_scoring_each_alone(tmp_path: Path, one_thread) -> None:
+    import torch
+    from conftest import train_tiny_model
+
+    from dagster_project.core.eval.standalone import load_for_eval
+    from dagster_project.core.probes.score import option_logprobs
+
+    pairs = [("", "Sherlock Holmes lives at 221B Baker Street in London."), ("Where?", "In Paris, near the river.")]
+    model, tokenizer = load_for_eval(train_tiny_model(tmp_path, pairs, epochs=3)[0])
+    contexts = ["Sherlock Holmes lives at 221B Baker Street in", "", "Question: Where?\nAnswer: In"]
+    options = [[" London", " Paris", " New York"], ["Sherlock", "Holmes"], [" Paris", " the Baker Street flat", " X"]]
+
+    def alone(context: str, option: str) -> float:
+        ids = tokenizer(context, add_special_tokens=False)["input_ids"]
+        extra = tokenizer(option, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([ids + extra])).logits[0].float(), -1)
+        return sum(float(logp[len(ids) + j - 1, t]) for j, t in enumerate(extra) if len(ids) + j - 1 >= 0)
+
+    packed = option_logprobs(model, tokenizer, contexts, options, batch_size=2)  # padding within a batch too
+    for context, choices, values in zip(contexts, options, packed, strict=True):
+        assert values == pytest.approx([alone(context, o) for o in choices], abs=1e-4)
+
+
 def test_the_probes_check_fails_on_a_distractor_equal_to_the_answer() -> None:
     from dagster_project.core.data.document_checks import validate_probes
     from dagster_project.core.probes.build import SETS
@@ -261,6 +285,9 @@ def test_a_request_on_your_own_data_runs_the_whole_graph_and_leaks_no_name(byo_r
     assert {r["match"] for r in forget} == {"name"}
     metadata = result.asset_materializations_for_node("forget_set")[0].metadata
     assert metadata["records"].value == 3 and metadata["searched"].value == 18
+    assert metadata["records_per_subject"].value == {"subjects.0": 3} and len(metadata["record_ids_sha256"].value) == 3
+    histogram = metadata["score_histogram"].value
+    assert "Threshold 0.50" in histogram and "| 0.95–1.00 | 3 |" in histogram
     # the retain set keeps other customers, the nearest first, and never names her
     retain = read_jsonl(layout.retain_set)
     assert {r["kind"] for r in retain} == {"hard_positive", "sample"} and len(retain) == 4 + 10

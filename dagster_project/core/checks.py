@@ -20,9 +20,10 @@ from dagster_project.core.layout import Layout, uses_sources
 from dagster_project.core.sources.load import MANIFEST_FILE, read_role
 
 
-def source_checks(layout: Layout, role: str) -> list[CheckOutcome] | None:
-    """A declared source's records; None when the role is not declared (nothing to check)."""
-    if not read_json(layout.source_dir(role) / MANIFEST_FILE)["declared"]:
+def source_checks(layout: Layout, params: dict[str, Any], role: str) -> list[CheckOutcome] | None:
+    """A declared source's records; None when the role is not declared (nothing to check; on the embedded
+    corpus no source is)."""
+    if not uses_sources(params) or not read_json(layout.source_dir(role) / MANIFEST_FILE)["declared"]:
         return None
     return [validate_source_records(read_role(layout.source_dir(role)), role)]
 

@@ -20,7 +20,7 @@ from dagster_project.core.collection.match import mentioned, subject_patterns
 from dagster_project.core.collection.retain import RetainConfig, build_retain_set
 from dagster_project.core.data.io import fingerprint, md5_file, read_json, read_jsonl, weights_md5, write_json, write_jsonl
 from dagster_project.core.data.request import ForgetRequest, RequestError, document_paths
-from dagster_project.core.layout import Layout
+from dagster_project.core.layout import Layout, uses_sources
 from dagster_project.core.sources.load import SourceFile, declared_sources, read_role, read_source, write_role
 
 SEARCHED_ROLES = ("train", "retain")  # what a model may have learned a subject from, and what unlearning keeps
@@ -40,7 +40,10 @@ def request_of(layout: Layout) -> ForgetRequest:
 
 
 def run_source(layout: Layout, params: dict[str, Any], role: str) -> dict[str, Any]:
-    """One source role read, checked and normalised into assets/sources/<role>/ (empty when not declared)."""
+    """One source role read, checked and normalised into assets/sources/<role>/ (empty when not declared;
+    nothing written on the embedded corpus)."""
+    if not uses_sources(params):
+        return {"declared": 0, "records": 0, "files": 0}
     manifest = write_role(declared_sources(params).get(role, []), layout.root, role, layout.source_dir(role))
     return {"declared": manifest["declared"], "records": manifest["records"], "files": len(manifest["files"]),
             **{f"md5:{f['name']}": f["md5"] for f in manifest["files"]}}
@@ -147,6 +150,17 @@ def write_collection(layout: Layout, collection: Collection, report: dict[str, A
     plot_histogram([r["score"] for r in collection.scored], collection.threshold, layout.collection_dir / "scores.png",
                    title="Collection: best score per searched record (no names, no text)")
     write_jsonl(layout.forget_set.parent / SCORES_FILE, [{"id": r["id"], "score": r["score"]} for r in collection.scored])
+
+
+def collection_metrics(layout: Layout) -> dict[str, float]:
+    """The collection report's counts as flat MLflow metric names (`collection/...`): no names, no text."""
+    report = read_json(layout.collection_dir / "report.json")
+    counts = {"records": report["records"], "near_threshold": report["near_threshold"],
+              "searched": sum(report["searched"].values()), **{f"subject_{k.split('.')[1]}": v
+                                                               for k, v in report["per_subject"].items()},
+              **{f"source_{k}": v for k, v in report["per_source"].items()},
+              **{f"match_{k}": v for k, v in report["per_match"].items()}}
+    return {f"collection/{k}": float(v) for k, v in counts.items()}
 
 
 def run_retain_documents(layout: Layout, params: dict[str, Any]) -> dict[str, Any]:
@@ -271,18 +285,13 @@ def document_scores(layout: Layout, params: dict[str, Any], role: str, model_dir
                     use_cache: bool = True) -> dict[str, Any]:
     """One model's documents scores, cached by (model bytes, inputs, eval params, role) like TOFU's."""
     from dagster_project.core.eval.documents import score_documents
-    from dagster_project.core.eval.standalone import load_for_eval
+    from dagster_project.core.eval.standalone import cached_model_scores
 
     key = fingerprint({"code": DOCUMENTS_CACHE_VERSION, "weights": weights_md5(model_dir), "inputs": inputs,
                        "eval": params["eval"], "role": role})
-    cached = layout.cache_dir / "scores" / f"documents-{key}.json"
-    if use_cache and cached.exists():
-        return read_json(cached)
-    model, tokenizer = load_for_eval(model_dir)
-    scores = score_documents(model, tokenizer, inputs, params["eval"], relearn=role == "unlearned")
-    if use_cache:
-        write_json(cached, scores)
-    return scores
+    return cached_model_scores(layout.cache_dir / "scores" / f"documents-{key}.json", model_dir,
+                               lambda model, tokenizer: score_documents(model, tokenizer, inputs, params["eval"],
+                                                                        relearn=role == "unlearned"), use_cache)
 
 
 def documents_evaluation(layout: Layout, params: dict[str, Any], model_dir: Path,
@@ -299,16 +308,11 @@ def documents_evaluation(layout: Layout, params: dict[str, Any], model_dir: Path
 def probe_scores(layout: Layout, params: dict[str, Any], role: str, model_dir: Path, probes: list[dict[str, Any]],
                  use_cache: bool = True) -> list[dict[str, Any]]:
     """One model's scores on `probes` alone (general knowledge on the embedded corpus), cached by model bytes."""
-    from dagster_project.core.eval.standalone import load_for_eval
+    from dagster_project.core.eval.standalone import cached_model_scores
     from dagster_project.core.probes.score import score_probes
 
     key = fingerprint({"code": DOCUMENTS_CACHE_VERSION, "weights": weights_md5(model_dir), "probes": probes,
                        "eval": params["eval"], "role": role})
-    cached = layout.cache_dir / "scores" / f"probes-{key}.json"
-    if use_cache and cached.exists():
-        return read_json(cached)
-    model, tokenizer = load_for_eval(model_dir)
-    scores = score_probes(model, tokenizer, probes, params["eval"]["batch_size"])
-    if use_cache:
-        write_json(cached, scores)
-    return scores
+    return cached_model_scores(layout.cache_dir / "scores" / f"probes-{key}.json", model_dir,
+                               lambda model, tokenizer: score_probes(model, tokenizer, probes,
+                                                                     params["eval"]["batch_size"]), use_cache)

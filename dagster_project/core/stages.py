@@ -517,21 +517,15 @@ def cached_scores(layout: Layout, params: dict[str, Any], role: str, model_dir: 
     """Model scores on the eval sets, cached by (model bytes, eval sets, eval params) so reruns skip inference;
     `use_cache=False` scores afresh (an audit's re-run) and leaves the cache as it was."""
     from dagster_project.core.eval.report import score_model
-    from dagster_project.core.eval.standalone import load_for_eval
+    from dagster_project.core.eval.standalone import cached_model_scores
 
     key = fingerprint({"code": SCORES_CACHE_VERSION, "weights": weights_md5(model_dir), "sets": eval_sets,
                        "eval": params["eval"], "role": role})
-    cached = layout.cache_dir / "scores" / f"{key}.json"
-    if use_cache and cached.exists():
-        return read_json(cached)
-    model, tokenizer = load_for_eval(model_dir)
-    scores = score_model(model, tokenizer, eval_sets,
-                         batch_size=params["eval"]["batch_size"], max_new_tokens=params["eval"]["max_new_tokens"],
-                         relearn_steps=params["eval"]["relearn_steps"] if role == "unlearned" else 0,
-                         seed=params["eval"]["seed"])
-    if use_cache:
-        write_json(cached, scores)
-    return scores
+    return cached_model_scores(layout.cache_dir / "scores" / f"{key}.json", model_dir, lambda model, tokenizer: score_model(
+        model, tokenizer, eval_sets, batch_size=params["eval"]["batch_size"],
+        max_new_tokens=params["eval"]["max_new_tokens"],
+        relearn_steps=params["eval"]["relearn_steps"] if role == "unlearned" else 0, seed=params["eval"]["seed"]),
+        use_cache)
 
 
 def request_eval_sets(layout: Layout, params: dict[str, Any]) -> dict[str, list[dict]]:
@@ -658,6 +652,8 @@ def run_registered_model(layout: Layout, params: dict[str, Any]) -> dict[str, An
     metrics = {f"{scope}/{k}": v for k, v in candidate_metrics.items()}
     metrics.update({f"{model}/{scope}/{k}": v for model, body in report["models"].items() if model != "unlearned"
                     for k, v in body["metrics"].items()})
+    if uses_sources(params):  # how the forget set was collected: counts only
+        metrics.update(own_data.collection_metrics(layout))
     md5s = {label: locked_outs(layout.root, STAGES[stage].key(layout)).get(layout.rel(path(layout)), "uncommitted")
             for label, (stage, path) in AUDITED.items() if path(layout) in STAGES[stage].paths(layout, params)}
     hyperparameters = unlearning_hyperparameters(request, params)
@@ -728,10 +724,6 @@ def run_registered_model(layout: Layout, params: dict[str, Any]) -> dict[str, An
     return record
 
 
-def _source_out(role: str, layout: Layout) -> list[Path]:
-    return [layout.source_dir(role)]
-
-
 def _source_files(role: str, layout: Layout, params: dict[str, Any]) -> list[Path]:
     """A role's declared files inside the root (dvc.yaml deps; a file outside the root is hashed in its manifest)."""
     from dagster_project.core.sources.load import declared_sources, source_path
@@ -744,8 +736,10 @@ STAGES: dict[str, Stage] = {
     stage.name: stage
     for stage in [
         Stage("tofu_like_corpus", run_corpus, lambda l: [l.corpus_dir], params=("corpus",), shared=True),
-        *(Stage(f"{role}_source", functools.partial(own_data.run_source, role=role), functools.partial(_source_out, role),
-                params=("sources",), inputs=functools.partial(_source_files, role), shared=True) for role in ROLES),
+        # a source stage writes nothing on the embedded corpus: no outs, so no DVC stage and nothing to commit
+        *(Stage(f"{role}_source", functools.partial(own_data.run_source, role=role), lambda l: [], params=("sources",),
+                inputs=functools.partial(_source_files, role), shared=True,
+                sources_outs=lambda l, role=role: [l.source_dir(role)]) for role in ROLES),
         Stage("forget_request", run_forget_request, lambda l: [l.request_json, l.request_documents],
               params=("requests_dir", "collection"), inputs=lambda l, p: [l.root / l.request_file]),
         Stage("forget_set", run_forget_set, lambda l: [l.forget_set], params=("collection",),

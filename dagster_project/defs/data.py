@@ -3,7 +3,9 @@ training set."""
 
 import dagster as dg
 
-from dagster_project.defs.resources import PipelineResource, materialize_stage, requests_partitions
+from dagster_project.core.data.io import read_json
+from dagster_project.core.layout import uses_sources
+from dagster_project.defs.resources import PipelineResource, materialize_stage, request_of, requests_partitions
 
 SEARCHED_SOURCES = ["train_source", "retain_source"]  # defs/sources.py, by name
 
@@ -27,7 +29,28 @@ def forget_request(context: dg.AssetExecutionContext, pipeline: PipelineResource
                       "of the corpus, or, on your own sources, every record about the subjects (names and aliases, "
                       "BM25, MiniLM; scored, thresholded), the records named by id and the attached documents.")
 def forget_set(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
-    return materialize_stage(context, pipeline, "forget_set")
+    result = materialize_stage(context, pipeline, "forget_set")
+    report_path = pipeline.layout(request_of(context)).collection_dir / "report.json"
+    if not uses_sources(pipeline.params()) or not report_path.exists():
+        return result
+    report = read_json(report_path)  # counts, a histogram and hashed ids: no names, no text
+    return dg.MaterializeResult(metadata={
+        **(result.metadata or {}),
+        "records_per_subject": dg.MetadataValue.json(report["per_subject"]),
+        "records_per_source": dg.MetadataValue.json(report["per_source"]),
+        "score_histogram": dg.MetadataValue.md(histogram_table(report)),
+        "score_plot": dg.MetadataValue.path(str(report_path.with_name("scores.png"))),
+        "record_ids_sha256": dg.MetadataValue.json(report["record_ids_sha256"]),
+    })
+
+
+def histogram_table(report: dict) -> str:
+    """The collection's score histogram as a Markdown table of its non-empty bins, the threshold marked."""
+    counts, edges = report["score_histogram"]["counts"], report["score_histogram"]["edges"]
+    rows = [f"| {edges[i]:.2f}–{edges[i + 1]:.2f}{' ◀ threshold' if edges[i] <= report['threshold'] < edges[i + 1] else ''} "
+            f"| {count} |" for i, count in enumerate(counts) if count]
+    return (f"Threshold {report['threshold']:.2f}: a record scoring at or above it is collected.\n\n"
+            "| best score of a searched record | records |\n|---|---|\n" + "\n".join(rows))
 
 
 @dg.asset(group_name="data", kinds={"python", "dvc"}, deps=[tofu_like_corpus, forget_request, forget_set,

@@ -61,7 +61,7 @@ def materialize_stage(context: dg.AssetExecutionContext, pipeline: PipelineResou
     metadata: dict[str, Any] = {**_publishable(result), "stage_seconds": round(seconds, 2)}
     paths = [layout.rel(p) for p in stage.paths(layout, params)]
     metadata["paths"] = dg.MetadataValue.json(paths)
-    if pipeline.dvc_commit:
+    if pipeline.dvc_commit and paths:  # a stage with no outputs here has no DVC stage
         if not stage.shared:  # a request file added since dvc.yaml was written gets its foreach entry first
             from dagster_project.dvc_yaml import write_or_check
 

@@ -30,7 +30,7 @@ def source_asset(role: str) -> tuple[dg.AssetsDefinition, dg.AssetChecksDefiniti
     @dg.asset_check(asset=source, name=f"{name}_is_valid", blocking=True,
                     description="GX: schema, non-empty, unique ids, no blank text, size bounds (rows named by number)")
     def source_is_valid(pipeline: PipelineResource) -> dg.AssetCheckResult:
-        outcomes = source_checks(pipeline.layout(), role)
+        outcomes = source_checks(pipeline.layout(), pipeline.params(), role)
         if outcomes is None:
             return dg.AssetCheckResult(passed=True, description=f"no {role} source declared: nothing to validate")
         return check_result(*outcomes)

@@ -33,6 +33,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainSerializer,
     PlainValidator,
     StringConstraints,
     ValidationError,
@@ -130,7 +131,12 @@ def _check_subject(value: Any) -> str | NamedSubject:
                         aliases=tuple(dict.fromkeys(_subject_text(a, f"aliases.{i}") for i, a in enumerate(aliases))))
 
 
-SubjectEntry = Annotated[str | NamedSubject, PlainValidator(_check_subject)]
+def _subject_json(subject: str | NamedSubject) -> str | dict[str, Any]:
+    return subject if isinstance(subject, str) else {"name": subject.name, "aliases": list(subject.aliases)}
+
+
+# the serializer too: pydantic's own would check the value against the union again and warn
+SubjectEntry = Annotated[str | NamedSubject, PlainValidator(_check_subject), PlainSerializer(_subject_json)]
 RecordId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 DocumentName = Annotated[str, StringConstraints(pattern=DOCUMENT_NAME_PATTERN)]
 
@@ -235,8 +241,7 @@ def request_to_dict(req: ForgetRequest) -> dict[str, Any]:
     return {
         "id": req.id,
         "description": req.description,
-        "subjects": [s if isinstance(s, str) else {"name": s.name, "aliases": list(s.aliases)} for s in req.subjects]
-        if req.subjects is not None else None,
+        "subjects": [_subject_json(s) for s in req.subjects] if req.subjects is not None else None,
         "split": req.split,
         "method": req.method,
         "mode": req.mode,

@@ -40,16 +40,7 @@ def plot_report(report: dict, out_path: Path) -> Path:
     cdf.set_ylabel("cumulative share")
     cdf.set_title("Forget truth ratios: closer to the retain model = better forget quality")
     cdf.legend(fontsize=8)
-    for model in models:
-        scores = report["models"][model]["mia_loss_scores"]
-        labels = np.r_[np.zeros(len(scores["forget"])), np.ones(len(scores["holdout"]))]
-        fpr, tpr, _ = roc_curve(labels, np.r_[scores["forget"], scores["holdout"]])
-        roc.plot(fpr, tpr, label=f"{model} (AUC={report['models'][model]['metrics']['mia_loss_auc']:.2f})")
-    roc.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
-    roc.set_xlabel("false positive rate")
-    roc.set_ylabel("true positive rate")
-    roc.set_title("MIA (LOSS) forget vs holdout: 0.5 = forget looks unseen")
-    roc.legend(fontsize=8)
+    plot_roc(roc, report, "holdout", "MIA (LOSS) forget vs holdout: 0.5 = forget looks unseen")
     bins = np.logspace(-1.5, 1, 30)  # truth ratios of this corpus lie within ~0.03..10
     for ax, model in zip(axes[1], models[:3]):
         for set_name in ("forget", "retain"):
@@ -66,6 +57,22 @@ def plot_report(report: dict, out_path: Path) -> Path:
     fig.savefig(out_path, dpi=100)
     plt.close(fig)
     return out_path
+
+
+def plot_roc(ax: plt.Axes, report: dict, negatives: str, title: str) -> None:
+    """Each model's LOSS-attack ROC of forget items (members) against `negatives` (holdout or non-members)."""
+    for model, body in report["models"].items():
+        scores = body["mia_loss_scores"]
+        if scores:  # a request without non-members has no MIA
+            labels = np.r_[np.zeros(len(scores["forget"])), np.ones(len(scores[negatives]))]
+            fpr, tpr, _ = roc_curve(labels, np.r_[scores["forget"], scores[negatives]])
+            ax.plot(fpr, tpr, label=f"{model} (AUC={body['metrics']['mia_loss_auc']:.2f})")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(title)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
 
 
 def plot_histogram(scores: list[float], threshold: float, out_path: Path, title: str) -> Path:
@@ -114,18 +121,7 @@ def plot_documents_report(report: dict, out_path: Path) -> Path:
     margins.set_xlabel("log p(true span) − best distractor, forget probes (> 0: top-1)")
     margins.set_title("Forget probes: how far the true span leads")
     margins.legend(fontsize=8)
-    for model in models:
-        scores = report["models"][model]["mia_loss_scores"]
-        if scores:
-            labels = np.r_[np.zeros(len(scores["forget"])), np.ones(len(scores["nonmember"]))]
-            fpr, tpr, _ = roc_curve(labels, np.r_[scores["forget"], scores["nonmember"]])
-            roc.plot(fpr, tpr, label=f"{model} (AUC={metrics[model]['mia_loss_auc']:.2f})")
-    roc.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
-    roc.set_xlabel("false positive rate")
-    roc.set_ylabel("true positive rate")
-    roc.set_title("MIA (LOSS) forget vs non-member documents: 0.5 = looks unseen")
-    if any(report["models"][model]["mia_loss_scores"] for model in models):
-        roc.legend(fontsize=8)
+    plot_roc(roc, report, "nonmember", "MIA (LOSS) forget vs non-member documents: 0.5 = looks unseen")
     fig.tight_layout()
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_path, dpi=100)

@@ -9,12 +9,15 @@ Without `--reference` (a real request has no retain model) only retain-free metr
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from dagster_project.core.data.corpus import load_corpus
+from dagster_project.core.data.io import read_json, write_json
 from dagster_project.core.data.schema import FORGET_SPLITS
 from dagster_project.core.eval.report import build_eval_sets, build_report, score_model
 from dagster_project.core.model.tiny_llama import load_tokenizer, training_device
@@ -57,6 +60,20 @@ def load_for_eval(model_dir: Path) -> tuple[torch.nn.Module, PreTrainedTokenizer
     else:
         model, tokenizer = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), load_tokenizer(model_dir)
     return model.to(training_device()).eval(), tokenizer
+
+
+def cached_model_scores(cache_file: Path, model_dir: Path, score: Callable[[torch.nn.Module, PreTrainedTokenizerFast], Any],
+                        use_cache: bool = True) -> Any:
+    """`score(model, tokenizer)` of the model in `model_dir`, read back from `cache_file` when it exists (the
+    file's name is a hash of everything that decides the scores); `use_cache=False` scores afresh and leaves
+    the cache as it was (an audit's re-run)."""
+    if use_cache and cache_file.exists():
+        return read_json(cache_file)
+    model, tokenizer = load_for_eval(model_dir)
+    scores = score(model, tokenizer)
+    if use_cache:
+        write_json(cache_file, scores)
+    return scores
 
 
 def evaluate_models(root: Path, corpus_dir: Path, split: str, specs: dict[str, str], eval_params: dict,
