@@ -84,8 +84,10 @@ test: install
 	$(PY) -m pytest -q
 
 # `make ui ROOT=.runs/support-tickets`: the UI of another pipeline root (an example's, the real tier's) and its instance
+ui: UI_HOME := $(if $(ROOT),$(abspath $(ROOT))/.dagster_home,$(DAGSTER_HOME))
 ui: install
-	$(if $(ROOT),UNLEARN_ROOT=$(abspath $(ROOT)) DAGSTER_HOME=$(abspath $(ROOT))/.dagster_home) \
+	mkdir -p $(UI_HOME) && (test -f $(UI_HOME)/dagster.yaml || printf $(DAGSTER_YAML) > $(UI_HOME)/dagster.yaml)
+	$(if $(ROOT),UNLEARN_ROOT=$(abspath $(ROOT))) DAGSTER_HOME=$(UI_HOME) \
 		dagster dev -m dagster_project.definitions -h 127.0.0.1 -p $(UI_PORT)
 
 clean-artifacts:

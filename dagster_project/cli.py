@@ -451,9 +451,10 @@ def cmd_profile_init(args: argparse.Namespace) -> int:
     init_profile(args.name, root, parse_overrides(args.set), force=args.force)
     params = load_params(root)
     print(f"profile {args.name} in {root}: request {params['request']}, model {params['model']}\n"
-          f"run it: UNLEARN_ROOT={root} dagster job execute -m dagster_project.definitions -j unlearn_request "
-          f"--tags '{{\"dagster/partition\": \"{Path(params['request']).stem}\"}}'  (after `unlearn --root {root} "
-          f"request sync`){MAKE_TARGETS.get(args.name, '')}")
+          f"run it: `make ui ROOT={root}`{MAKE_TARGETS.get(args.name, '')}, or from a shell: "
+          f"export UNLEARN_ROOT={root} DAGSTER_HOME={root}/.dagster_home; unlearn request sync; dagster job execute "
+          f"-m dagster_project.definitions -j unlearn_request --tags "
+          f"'{{\"dagster/partition\": \"{Path(params['request']).stem}\"}}'")
     return 0
 
 

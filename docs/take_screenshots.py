@@ -42,7 +42,9 @@ def main() -> None:
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
         for name, (path, expected) in PAGES[args.pages].items():
             page.goto(args.url + path)
-            skip = page.get_by_role("button", name="Skip")  # Dagster's one-time community dialog
+            page.wait_for_load_state("networkidle")
+            page.wait_for_timeout(2_000)  # Dagster's one-time community dialog opens after the page has loaded
+            skip = page.get_by_role("button", name="Skip")
             if skip.count():
                 skip.first.click()
             if name == "ui-asset-graph.png":  # groups start collapsed: the graph's context menu expands them
@@ -50,6 +52,8 @@ def main() -> None:
                 page.mouse.click(900, 900, button="right")
                 page.locator("text=Expand all groups >> visible=true").first.click()
             page.get_by_text(expected).first.wait_for(timeout=30_000)
+            if args.pages == "own-data":  # the rows this page is for sit below the fold
+                page.get_by_text(expected).first.scroll_into_view_if_needed()
             page.wait_for_timeout(2_000)  # let the graph layout settle
             page.screenshot(path=DOCS / name)
             print(f"wrote {DOCS / name}")

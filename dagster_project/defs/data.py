@@ -49,7 +49,7 @@ def histogram_table(report: dict) -> str:
     counts, edges = report["score_histogram"]["counts"], report["score_histogram"]["edges"]
     rows = [f"| {edges[i]:.2f}–{edges[i + 1]:.2f}{' ◀ threshold' if edges[i] <= report['threshold'] < edges[i + 1] else ''} "
             f"| {count} |" for i, count in enumerate(counts) if count]
-    return (f"Threshold {report['threshold']:.2f}: a record scoring at or above it is collected.\n\n"
+    return (f"Threshold {report['threshold']:.2f} (collected at or above).\n\n"
             "| best score of a searched record | records |\n|---|---|\n" + "\n".join(rows))
 
 
