@@ -38,12 +38,12 @@ def verdicts(target: dict[str, float], stats: dict[str, tuple[float, float]]) ->
     forget, chance = stats["forget_probe_top1"][0], stats["probe_chance"][0]
     out = [f"forget top-1 {target['forget_probe_top1']:.2f} → {forget:.2f} "
            + ("(≤ chance + 0.10: met)" if forget <= chance + MARGIN + 1e-9 else
-              f"(target ≤ {chance + MARGIN:.2f}: missed by {forget - chance - MARGIN:.2f})")]
+              f"(target ≤ {chance + MARGIN:.2f}: missed by {forget - chance - MARGIN:.2g})")]
     for key, label in (("retain_probe_top1", "retain"), ("hard_positive_probe_top1", "hard-positive"),
                        ("general_probe_top1", "general knowledge")):
         ratio = stats[key][0] / target[key] if target[key] else float("nan")
         out.append(f"{label} {target[key]:.2f} → {stats[key][0]:.2f} = {ratio:.2f}× "
-                   + ("(≥ 0.95×: met)" if ratio >= KEPT - 1e-9 else f"(target ≥ 0.95×: missed by {KEPT - ratio:.2f})"))
+                   + ("(≥ 0.95×: met)" if ratio >= KEPT - 1e-9 else f"(target ≥ 0.95×: missed by {KEPT - ratio:.2g})"))
     gibberish = stats["forget_gibberish_rate"][0]
     out.append(f"gibberish {gibberish:.0%} " + ("(≤ 5 %: met)" if gibberish <= GIBBERISH else "(target ≤ 5 %: missed)"))
     return out
