@@ -7,7 +7,7 @@
 Each method trains from the example's target model with its params.yaml `unlearn.<method>` settings (and the
 seed), exactly as the pipeline's unlearning stage does, and is scored by the same documents evaluation as its
 candidate (eval/documents.py): knowledge probes against the target, MIA against the non-member source,
-prompts about the subject, the relearning attack. The table, and a line per method on the issue's targets
+prompts about the subject, the relearning attack. The table, and a line per method on the worked examples' targets
 (forget-probe top-1 ≤ chance + 0.10; retain and hard-positive top-1 ≥ 0.95× the target's; gibberish ≤ 5 %),
 go to BENCHMARKS.md and README.md. Runs are cached like bench/methods_table.py's (`.cache/method-runs/` of
 the example's root), so an interrupted table resumes.
@@ -30,7 +30,7 @@ EXAMPLES = {"support-tickets": ("Worked example (a): fine-tuned on your data (be
                                 "example-tickets-table", "make example-tickets"),
             "pretrained-knowledge": ("Worked example (b): pretrained knowledge (bench/own_data_table.py)",
                                      "example-knowledge-table", "make example-knowledge")}
-MARGIN, KEPT, GIBBERISH = 0.10, 0.95, 0.05  # the issue's targets
+MARGIN, KEPT, GIBBERISH = 0.10, 0.95, 0.05  # the worked examples' targets
 
 
 def verdicts(target: dict[str, float], stats: dict[str, tuple[float, float]]) -> list[str]:
