@@ -90,17 +90,21 @@ def option_logprobs(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, 
             allowed[row, :n, :n] = row_allowed
         mask = torch.zeros(allowed.shape, dtype=torch.float32).masked_fill(~allowed, lowest)[:, None]
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                       position_ids=positions.to(device)).logits.float()
-        logp = torch.log_softmax(logits, -1).cpu()  # (batch, width, vocab)
+                       position_ids=positions.to(device)).logits
         for row, i in enumerate(chunk):
             context, choices = rows[i]
-            at = len(context)
+            predicted, targets, owners, at = [], [], [], len(context)
             for k, option in enumerate(choices):
                 # token j of an option is predicted at the position before it: the context's last token for j = 0
                 previous = [len(context) - 1] + list(range(at, at + len(option) - 1))
                 scored = [(p, t) for p, t in zip(previous, option) if p >= 0]
-                out[i][k] = float(sum(logp[row, p, t] for p, t in scored))
+                predicted += [p for p, _ in scored]
+                targets += [t for _, t in scored]
+                owners += [k] * len(scored)
                 at += len(option)
+            # log-softmax of the scored positions alone, on the device: not a (batch, width, vocab) copy to the CPU
+            logp = torch.log_softmax(logits[row, predicted].float(), -1)[torch.arange(len(targets)), targets]
+            out[i] = np.bincount(owners, weights=logp.double().cpu().numpy(), minlength=len(choices)).astype(float)
     return out
 
 
