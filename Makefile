@@ -12,8 +12,10 @@ export TRANSFORMERS_OFFLINE := 1
 export TQDM_MININTERVAL := 5
 UI_PORT ?= 3000
 ROOT ?=
-# telemetry off; one training step at a time across runs (pool "training"; raise with `dagster instance concurrency set training N`)
-DAGSTER_YAML := 'telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n'
+# the instance: telemetry off, nothing else. No concurrency pool: one training step at a time across runs comes from
+# the lock file .locks/training.lock in the pipeline root (dagster_project/core/slots.py), which a killed run cannot
+# keep and a waiting run sleeps on; Dagster's pool ("training") is used only on Kubernetes (infra/helm/values.yaml)
+DAGSTER_YAML := 'telemetry:\n  enabled: false\n'
 
 .PHONY: demo test ui install real example example-tickets example-knowledge clean-artifacts
 

@@ -48,10 +48,16 @@ def _layout(args: argparse.Namespace) -> tuple[Layout, dict]:
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
-    from dagster_project.core.stages import run_stage
+    from contextlib import nullcontext
+
+    from dagster_project.core.slots import hold_slot, slot_path
+    from dagster_project.core.stages import STAGES, run_stage
 
     layout, params = _layout(args)
-    result = run_stage(args.name, layout, params)
+    slot = STAGES[args.name].slot if args.name in STAGES else None  # `dvc repro` queues on it as Dagster runs do
+    with hold_slot(slot_path(layout.root, slot), f"cli-{os.getpid()}", lambda line: print(line, file=sys.stderr)) \
+            if slot else nullcontext():
+        result = run_stage(args.name, layout, params)
     scalars = {k: v for k, v in result.items() if isinstance(v, (int, float, str, bool))}
     print(json.dumps({"stage": args.name, **scalars}, indent=2, sort_keys=True))
     return 0
@@ -199,9 +205,8 @@ class SubjectAction(argparse.Action):
 
 
 def parse_overrides(pairs: list[str]) -> dict:
-    """`--set key=value` pairs: 20 -> int, 0.1 and 1e-4 -> float (YAML alone reads 1e-4 as a string),
-    anything else as a YAML scalar (true -> bool, kl -> str)."""
-    import yaml
+    """`--set key=value` pairs: 20 -> int, 0.1 and 1e-4 -> float, true/false -> bool, anything else a string.
+    Errors name the pair by position, never by what it holds (a value may be a subject's name)."""
 
     def scalar(text: str) -> object:
         for cast in (int, float):
@@ -209,13 +214,13 @@ def parse_overrides(pairs: list[str]) -> dict:
                 return cast(text)
             except ValueError:
                 pass
-        return yaml.safe_load(text)
+        return {"true": True, "false": False}.get(text.lower(), text)
 
     out = {}
-    for pair in pairs:
+    for position, pair in enumerate(pairs, 1):
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ValueError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set lr=1e-4")
+            raise ValueError(f"--set #{position}: expected KEY=VALUE, e.g. --set lr=1e-4")
         out[key] = scalar(value)
     return out
 
@@ -250,10 +255,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_request_new(args: argparse.Namespace) -> int:
     from dagster_project.core.data.io import fingerprint
-    from dagster_project.core.data.request import build_request, write_request
-    from dagster_project.core.methods.registry import get_method
-    from dagster_project.core.reveal.release import release_config
-    from dagster_project.core.stages import unlearning_hyperparameters
+    from dagster_project.core.data.request import build_request, check_request, write_request
 
     root = Path(args.root).resolve()
     params = load_params(root, args.params)
@@ -277,19 +279,27 @@ def cmd_request_new(args: argparse.Namespace) -> int:
                             forget_data=args.forget_data)
     for index, document in enumerate(documents):  # attached beside the request file, where the pipeline reads them
         if not document.is_file():
-            raise FileNotFoundError(f"--document {index + 1}: no such file: {document}")
+            raise FileNotFoundError(f"--document #{index + 1}: no such file")
+    if (root / params["requests_dir"] / f"{request.id}.yaml").exists() and not args.force:
+        raise FileExistsError(f"request {request.id}: it exists already (pass --force to replace it)")
     folder = request.documents_dir(root / params["requests_dir"])
-    if documents:
-        folder.mkdir(parents=True, exist_ok=True)
+    created = documents and not folder.exists()
+    copied = []
+    try:
         for document in documents:
+            folder.mkdir(parents=True, exist_ok=True)
+            if not (folder / document.name).exists():
+                copied.append(folder / document.name)
             shutil.copyfile(document, folder / document.name)
-    # an unknown method or hyper-parameter fails now, not at training time (defaults merged as the stages merge them)
-    merged = unlearning_hyperparameters(request, params)
-    if request.forget_data == "reveal":
-        release_config(merged)
-    else:
-        get_method(request.method).config_cls.from_hyperparameters(merged)
-    path = write_request(request, root / params["requests_dir"], overwrite=args.force)
+        # as sync, the sensor and the first stage check it (documents attached): nothing fails at training time
+        check_request(request, params, Layout.from_params(root, params).corpus_dir, root / params["requests_dir"])
+        path = write_request(request, root / params["requests_dir"], overwrite=args.force)
+    except Exception:
+        for document in copied:  # a refused request leaves no attachment behind
+            document.unlink(missing_ok=True)
+        if created:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     print(f"wrote {path.relative_to(root)} (id {request.id}); point params.yaml `request:` at it to run it")
     return 0
 
@@ -351,6 +361,28 @@ def cmd_request_preview(args: argparse.Namespace) -> int:
     return 3 if problem else 0
 
 
+def cmd_request_purge(args: argparse.Namespace) -> int:
+    """Purge a request's personal data (core/retention.py); a dry run unless --yes."""
+    from dagster_project.core.retention import purge
+
+    root = Path(args.root).resolve()
+    layout = Layout.for_request(root, load_params(root, args.params), args.request_id)
+    report = purge(layout, dry_run=not args.yes)
+    if args.json:
+        print(json.dumps({"deleted": args.yes, **report.to_dict()}, indent=2))
+        return 0
+    verb = "removed" if args.yes else "would remove"
+    print(f"request {report.request_id}: {verb} {len(report.files)} file(s), {report.cache_objects} DVC cache "
+          f"object(s)" + (f", {report.remote_objects} remote object(s), {report.personal_cache_files} cached "
+                          f"file(s)" if args.yes else ""))
+    for path, md5 in sorted(report.files.items()):
+        print(f"  {path}  md5 {md5}")
+    print("kept: " + (", ".join(report.kept) or "nothing") + (
+        f"\nthe md5s are in assets/registry/{report.request_id}-purged.json" if args.yes else
+        "\nrun again with --yes to delete"))
+    return 0
+
+
 def cmd_requests_sync(args: argparse.Namespace) -> int:
     """What the sensor does, once and without launching runs: add a Dagster partition per valid request file."""
     from dagster import DagsterInstance
@@ -359,7 +391,7 @@ def cmd_requests_sync(args: argparse.Namespace) -> int:
     from dagster_project.dvc_yaml import write_or_check
 
     layout, params = _layout(args)
-    valid, invalid = scan_requests(layout.root / params["requests_dir"])
+    valid, invalid = scan_requests(layout.root / params["requests_dir"], params, layout.corpus_dir)
     for name, error in invalid.items():
         print(f"skipped {name}: {error}", file=sys.stderr)
     with DagsterInstance.get() as instance:
@@ -534,6 +566,12 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("request_id", help="the request id (its file name in data/requests/)")
     preview.add_argument("--below", type=int, default=5, help="records below the threshold to show (default 5)")
     _with_json(preview, cmd_request_preview)
+    purge = request.add_parser("purge", help="remove every plaintext copy of a request's data (request file, "
+                               "documents, forget/retain sets, generated data, caches, their DVC cache and remote "
+                               "objects); keeps the adapter, numbers and hashes. Lists only, unless --yes")
+    purge.add_argument("request_id", help="the request id (its file name in data/requests/)")
+    purge.add_argument("--yes", action="store_true", help="delete (without it: list what would be deleted)")
+    _with_json(purge, cmd_request_purge)
     promote = sub.add_parser("promote", help="move alias champion to a version if the promotion gates pass "
                              "(params.yaml `promotion:`); exit 1 when gated out")
     promote.add_argument("name", help="registered model name (params.yaml registry.model_name)")

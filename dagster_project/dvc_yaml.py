@@ -42,7 +42,7 @@ def asset_graph_order() -> list[tuple[str, list[str]]]:
 def request_files(root: Path, params: dict) -> dict[str, str]:
     """request id -> request file (relative to the root) for every *valid* request file in `requests_dir`
     (an invalid one gets no stages: the sensor reports it instead)."""
-    valid, _invalid = scan_requests(root / params["requests_dir"])
+    valid, _invalid = scan_requests(root / params["requests_dir"], params, Layout.from_params(root, params).corpus_dir)
     return {request_id: Layout.for_request(root, params, request_id).request_file for request_id in valid}
 
 

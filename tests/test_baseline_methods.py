@@ -108,6 +108,29 @@ def test_gradascent_is_stopped_by_the_runners_divergence_check(tiny, tmp_path: P
     assert result["final_logs"]["forget_nll"] > 5.0 and (tmp_path / "adapter_model.safetensors").is_file()
 
 
+def test_a_non_finite_loss_stops_the_run_before_anything_is_saved(tiny, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Weights blown up by a too-high learning rate: the run fails naming the likely cause, and saves no adapter."""
+    from dagster_project.core.methods.runner import NonFiniteLoss
+
+    model_dir, tokenizer = tiny
+    records = [{"train_questions": [q], "answer": a} for q, a in QA]
+    honest_loss = GradAscent.loss
+    calls = []
+
+    def blows_up_at_step_3(self, model, forget, retain, **extra):  # noqa: ANN001, ANN202 - the method's signature
+        loss, logs = honest_loss(self, model, forget, retain, **extra)
+        calls.append(1)
+        return (loss * float("nan") if len(calls) == 3 else loss), logs
+
+    monkeypatch.setattr(GradAscent, "loss", blows_up_at_step_3)
+    with pytest.raises(NonFiniteLoss, match=r"gradascent: the training loss is not finite at step 3 of 10 \(lr 0\.01\)"
+                                             r".*lower the request's hyperparameters\.lr.*Nothing was saved"):
+        run_unlearning(model_dir, tokenizer, records[:1], records[2:], "gradascent", "lora",
+                       {"steps": 10, "lr": 1e-2, "batch_size": 2}, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_idksft_loss_is_idk_nll_plus_alpha_retain_nll(tiny, batches) -> None:
     model_dir, tokenizer = tiny
     model = AutoModelForCausalLM.from_pretrained(model_dir)
@@ -206,7 +229,7 @@ def test_configs_reject_bad_values() -> None:
         RMUConfig.from_hyperparameters({"layer": 1.5})
     with pytest.raises(ValueError, match=r"hyperparameters\.alpha: must be >= 0"):
         RMUConfig.from_hyperparameters({"alpha": -1.0})
-    with pytest.raises(ValueError, match=r"hyperparameters\.gamma: unknown for GradAscentConfig"):
+    with pytest.raises(ValueError, match=r"hyperparameters: key #1 is not a setting of GradAscentConfig"):
         GradAscentConfig.from_hyperparameters({"gamma": 1.0})  # no retain or weighting knobs by definition
     with pytest.raises(ValueError, match="retain_loss"):
         IdkSFTConfig.from_hyperparameters({"retain_loss": "mse"})

@@ -17,7 +17,7 @@ from dagster_project.definitions import defs
 definitions = defs()
 job = definitions.resolve_job_def("unlearn_request")
 node = next(n for n in job.graph.node_defs if n.name == "unlearned_adapter")
-print(json.dumps({"executor": job.executor_def.name, "tags": node.tags,
+print(json.dumps({"executor": job.executor_def.name, "tags": node.tags, "pool": node.pool,
                   "assets": sorted(k.to_user_string() for k in definitions.resolve_asset_graph().get_all_asset_keys())}))
 """
 
@@ -29,7 +29,8 @@ def load(repo_root: Path, **env: str) -> subprocess.CompletedProcess:
                           env={**environment, **env})
 
 
-def test_local_compose_and_kubernetes_share_the_assets_and_differ_in_executor_and_gpu_tags(repo_root: Path) -> None:
+def test_local_compose_and_kubernetes_share_the_assets_and_differ_in_executor_gpu_tags_and_pool(
+        repo_root: Path) -> None:
     local = json.loads(load(repo_root).stdout)
     shared = {"UNLEARN_DEPLOYMENT": "cluster", "MLFLOW_TRACKING_URI": "http://mlflow.example:5000"}
     cluster = json.loads(load(repo_root, **shared, KUBERNETES_SERVICE_HOST="10.0.0.1").stdout)
@@ -38,6 +39,8 @@ def test_local_compose_and_kubernetes_share_the_assets_and_differ_in_executor_an
     assert local["executor"] == compose["executor"] == "in_process" and cluster["executor"] == "k8s"
     assert "dagster-k8s/config" not in compose["tags"]
     assert "dagster-k8s/config" not in local["tags"]
+    # one machine (local, compose): the training slot is the lock file; pods on Kubernetes: Dagster's pool
+    assert local["pool"] is None and compose["pool"] is None and cluster["pool"] == "training"
     k8s = json.loads(cluster["tags"]["dagster-k8s/config"])
     assert k8s["container_config"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert k8s["pod_spec_config"]["node_selector"] == {"nvidia.com/gpu.present": "true"}

@@ -206,7 +206,7 @@ def test_promotion_gates_compliance_and_audit_over_two_requests(tmp_path: Path, 
     # audit: every artifact re-hashed from DVC, MLflow agrees, the evaluation re-run on rebuilt bytes matches
     assert cli_main([*cli, "audit", "verify", "models:/micro-model@champion"]) == 0
     verified = output()
-    assert "re-hash unlearned_adapter from DVC" in verified and "result: PASSED" in verified
+    assert "[ok] copies of unlearned_adapter hash to the version's md5" in verified and "result: PASSED" in verified
     assert "[ok] re-run evaluation matches the recorded metrics" in verified and "FAIL" not in verified
     assert "[ok] compute environment matches the version's: same CPU" in verified
 
@@ -236,7 +236,7 @@ def test_promotion_gates_compliance_and_audit_over_two_requests(tmp_path: Path, 
     cached.write_bytes(cached.read_bytes() + b"\n")
     assert cli_main([*cli, "audit", "verify", "models:/micro-model/1", "--no-rerun"]) == 1
     tampered = output()
-    assert "[FAIL] re-hash forget_set from DVC" in tampered and "result: FAILED" in tampered
+    assert "[FAIL] DVC cache copy of forget_set" in tampered and "result: FAILED" in tampered
 
     # the model card says what was forgotten by hash and count; no forget-set answer is anywhere in MLflow
     card_dir = client.download_artifacts(client.get_model_version("micro-model", "1").run_id, "audit", str(tmp_path / "card"))

@@ -231,15 +231,16 @@ def test_instance_postgres_storage_from_environment_and_telemetry_off():
     assert db["scheme"] == "postgresql+psycopg2"  # the driver dagster-postgres is built on, by name
     assert set(db) == {*PG_ENV, "scheme"}
     assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
-    assert config["concurrency"]["pools"]["default_limit"] == 1
+    assert "pools" not in config["concurrency"]  # compose's training slot is the lock file (core/slots.py)
 
 
-def test_instance_pool_limit_covers_the_pools_the_code_uses():
-    """dagster.yaml limits pools by default_limit; the code's only pool is `training`."""
-    pools = set()
-    for path in (ROOT / "dagster_project" / "defs").rglob("*.py"):
-        pools |= set(re.findall(r"\bpool\s*=\s*[\"']([^\"']+)[\"']", path.read_text()))
-    assert pools == {"training"}
+def test_the_only_pool_is_the_training_pool_on_kubernetes():
+    """Every `pool=` of the asset code goes through deployment.training_pool(): Kubernetes only, where the chart's
+    default_limit covers it. Anywhere else the lock file is the slot; a pool there would bring back Dagster's
+    (a killed run's slot kept for ever, a waiting run spinning a core)."""
+    pools = [use for path in (ROOT / "dagster_project" / "defs").rglob("*.py")
+             for use in re.findall(r"\bpool\s*=\s*([^,\n]+)", path.read_text())]
+    assert pools == ["training_pool()"]
 
 
 def test_instance_config_passes_dagsters_schema(tmp_path, pg_env, monkeypatch):
@@ -261,7 +262,7 @@ def test_instance_config_passes_dagsters_schema(tmp_path, pg_env, monkeypatch):
     assert not process_config(Shape(pg_config()), config["storage"]["postgres"]).success
 
 
-def test_instance_loads_queued_runs_pool_limit_and_local_compute_logs(tmp_path):
+def test_instance_loads_queued_runs_no_pool_limit_and_local_compute_logs(tmp_path):
     """The same file with sqlite in place of PostgreSQL (no server here) builds a real instance."""
     from dagster import DagsterInstance
     from dagster._core.launcher import DefaultRunLauncher
@@ -278,8 +279,7 @@ def test_instance_loads_queued_runs_pool_limit_and_local_compute_logs(tmp_path):
         assert isinstance(instance.compute_log_manager, LocalComputeLogManager)
         assert Path(instance.compute_log_manager._base_dir) == tmp_path / "storage"
         concurrency = instance.get_concurrency_config()
-        assert concurrency.pool_config.default_pool_limit == 1
-        assert concurrency.pool_config.pool_granularity.value == "op"
+        assert concurrency.pool_config.default_pool_limit is None
         assert concurrency.run_queue_config.max_concurrent_runs >= 1
     finally:
         instance.dispose()
@@ -350,6 +350,9 @@ def test_helm_queued_runs_with_the_training_pool_limit(values):
     assert coordinator["enabled"] is True and coordinator["type"] == "QueuedRunCoordinator"
     concurrency = values["concurrency"]
     assert concurrency["enabled"] is True and concurrency["pools"]["defaultLimit"] == 1
+    # the daemon frees the slot of a run whose worker died (marked failed by run monitoring), not only of ended runs
+    monitoring = values["dagsterDaemon"]["runMonitoring"]
+    assert monitoring["enabled"] is True and monitoring["freeSlotsAfterRunEndSeconds"] > 0
     # the chart refuses maxConcurrentRuns in both places, and Dagster refuses run-coordinator limits next to pools
     assert "maxConcurrentRuns" not in (coordinator.get("config") or {}).get("queuedRunCoordinator", {})
 

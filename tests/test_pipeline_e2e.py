@@ -143,10 +143,10 @@ def test_snap_request_trains_on_its_validated_snap_data_asset(micro_root: Path) 
     manifest = read_json(layout.unlearned_dir / "unlearn_manifest.json")
     assert manifest["method"] == "snap" and manifest["steps_done"] == 3
     # generated once per (θ₀, data, seed): a re-materialisation reads the content-hash cache back
-    (cached,) = (layout.cache_dir / "snap-data").glob("*.json")
+    (cached,) = (layout.personal_cache_dir / "snap-data").glob("*.json")
     read_again = materialize_request(micro_root, "micro", ["snap_data"], dvc_commit=False)
     assert read_again.success and read_jsonl(layout.snap_data_dir / "negative.jsonl") == negative
-    assert list((layout.cache_dir / "snap-data").glob("*.json")) == [cached]
+    assert list((layout.personal_cache_dir / "snap-data").glob("*.json")) == [cached]
 
 
 @pytest.mark.parametrize("mode", ["full", "lora"])

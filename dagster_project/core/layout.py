@@ -162,8 +162,15 @@ class Layout:
 
     @property
     def cache_dir(self) -> Path:
-        """Working cache (git- and DVC-ignored): evaluation scores keyed by content hash."""
+        """Working cache (git- and DVC-ignored), content-addressed: base models, masks, checkpoints, method runs.
+        Nothing in it holds a request's text: that goes to `personal_cache_dir`."""
         return self.root / ".cache"
+
+    @property
+    def personal_cache_dir(self) -> Path:
+        """The request's caches that hold its text (model answers, SNAP's generated data): deleted when its run
+        registers a version, and by `unlearn request purge` (core/retention.py)."""
+        return self.cache_dir / "requests" / self.request_id
 
     def rel(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()

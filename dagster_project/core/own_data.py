@@ -289,7 +289,7 @@ def document_scores(layout: Layout, params: dict[str, Any], role: str, model_dir
 
     key = fingerprint({"code": DOCUMENTS_CACHE_VERSION, "weights": weights_md5(model_dir), "inputs": inputs,
                        "eval": params["eval"], "role": role})
-    return cached_model_scores(layout.cache_dir / "scores" / f"documents-{key}.json", model_dir,
+    return cached_model_scores(layout.personal_cache_dir / "scores" / f"documents-{key}.json", model_dir,
                                lambda model, tokenizer: score_documents(model, tokenizer, inputs, params["eval"],
                                                                         relearn=role == "unlearned"), use_cache)
 
@@ -313,6 +313,6 @@ def probe_scores(layout: Layout, params: dict[str, Any], role: str, model_dir: P
 
     key = fingerprint({"code": DOCUMENTS_CACHE_VERSION, "weights": weights_md5(model_dir), "probes": probes,
                        "eval": params["eval"], "role": role})
-    return cached_model_scores(layout.cache_dir / "scores" / f"probes-{key}.json", model_dir,
+    return cached_model_scores(layout.personal_cache_dir / "scores" / f"probes-{key}.json", model_dir,
                                lambda model, tokenizer: score_probes(model, tokenizer, probes,
                                                                      params["eval"]["batch_size"]), use_cache)

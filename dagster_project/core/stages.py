@@ -22,10 +22,17 @@ from typing import TYPE_CHECKING, Any
 from dagster_project.core.data import corpus as corpus_lib
 from dagster_project.core.data.datasets import build_forget_set, build_retain_set, resolve_subjects
 from dagster_project.core.data.io import fingerprint, md5_file, read_json, read_jsonl, sha256_text, weights_md5, write_json, write_jsonl
-from dagster_project.core.data.request import ForgetRequest, load_request, request_to_dict
+from dagster_project.core.data.request import (
+    ForgetRequest,
+    check_request,
+    load_request,
+    request_to_dict,
+    unlearning_hyperparameters,
+)
 from dagster_project.core import own_data
 from dagster_project.core.layout import Layout, uses_sources
 from dagster_project.core.model.base import base_model, base_model_spec
+from dagster_project.core.slots import TRAINING
 from dagster_project.core.sources.load import ROLES
 
 if TYPE_CHECKING:  # torch is imported by the stages that train, not by every stage
@@ -56,6 +63,7 @@ class Stage:
     cache: bool = True  # False: DVC hashes the output but keeps it out of the cache (small records)
     shared: bool = False  # True: one output for every request (corpus, tokenizer, target model), not per request
     sources_outs: Callable[[Layout], list[Path]] = lambda layout: []  # more outputs on the user's own data
+    slot: str | None = None  # a machine-wide slot (core/slots.py) the stage holds while it runs: one at a time
 
     def paths(self, layout: Layout, params: dict[str, Any]) -> list[Path]:
         """Every output the stage writes under `params`."""
@@ -89,7 +97,8 @@ def run_forget_request(layout: Layout, params: dict[str, Any]) -> dict[str, Any]
     if request.id != layout.request_id:
         raise ValueError(f"request file {layout.request_file}: field 'id' is {request.id!r} but must equal the file name "
                          f"stem {layout.request_id!r} (artifact paths are keyed by it)")
-    check_method_fits_data(request, params)
+    # the CLI, sync and the sensor checked it too; the file may have changed since
+    check_request(request, params, layout.corpus_dir, layout.root / params["requests_dir"])
     write_json(layout.request_json, request_to_dict(request))
     documents = own_data.write_request_documents(layout, params, request)
     subjects = request.subject_names
@@ -97,28 +106,6 @@ def run_forget_request(layout: Layout, params: dict[str, Any]) -> dict[str, Any]
             "n_subjects": len(subjects), "split": request.split or "", "documents": len(request.documents or []),
             "document_passages": documents, "record_ids": sum(len(ids) for ids in (request.records or {}).values()),
             "subjects_sha256": sha256_text("\n".join(sorted(subjects)))}
-
-
-# methods whose forget term is built from the embedded corpus's questions and people
-QA_ONLY_METHODS = ("snap", "idksft", "idkdpo")
-
-
-def check_method_fits_data(request: ForgetRequest, params: dict[str, Any]) -> None:
-    """A request the pipeline cannot serve fails before anything trains, naming the field and the way out."""
-    from dagster_project.core.methods.registry import get_method
-
-    get_method(request.method)
-    if uses_sources(params):
-        if request.split is not None:
-            raise ValueError(f"request {request.id}: field 'split' names the embedded corpus's people, and this root "
-                             f"serves its own sources: name the subjects, records or documents to forget")
-        if request.forget_data == "given" and request.method in QA_ONLY_METHODS:
-            raise ValueError(f"request {request.id}: field 'method': {request.method} trains on the embedded corpus's "
-                             f"questions; on your own documents use npo, simnpo, graddiff, gradascent or rmu (or "
-                             f"forget_data: reveal, whose release rounds take npo, graddiff or snap)")
-    elif request.records or request.documents:
-        raise ValueError(f"request {request.id}: fields 'records' and 'documents' need the user's own data: declare "
-                         f"`sources:` in params.yaml")
 
 
 def _forget_ids(layout: Layout, corpus: corpus_lib.Corpus) -> list[str]:
@@ -262,13 +249,6 @@ def unlearning_retain_records(layout: Layout, params: dict[str, Any]) -> list[di
     return read_jsonl(layout.retain_set) + _corpus(layout).general_knowledge
 
 
-def unlearning_hyperparameters(request: ForgetRequest, params: dict[str, Any]) -> dict[str, Any]:
-    """params.yaml's per-method defaults, overridden by the request's own hyper-parameters; for a
-    `forget_data: reveal` request, the release loop's defaults (params.yaml `release:`)."""
-    defaults = params.get("release") if request.forget_data == "reveal" else params["unlearn"].get(request.method)
-    return {**(defaults or {}), **request.hyperparameters}
-
-
 def _reveal_inputs(layout: Layout, params: dict[str, Any], request: ForgetRequest) -> tuple[list[str], Any, Any]:
     """(subject names, RevealConfig, ReleaseConfig) of a reveal request; one seed drives both."""
     from dagster_project.core.reveal.release import release_config
@@ -343,7 +323,7 @@ def snap_datasets(layout: Layout, params: dict[str, Any], seed: int, neighbours:
     key = fingerprint({"code": SNAP_DATA_CACHE_VERSION, "weights": weights_md5(layout.target_model_dir), "forget": forget,
                        "retain": retain, "seed": seed, "neighbours": neighbours, "eval": params["eval"],
                        "tokenizer": [md5_file(p) for p in sorted(layout.target_model_dir.glob("tokenizer*.json"))]})
-    cached = layout.cache_dir / "snap-data" / f"{key}.json"
+    cached = layout.personal_cache_dir / "snap-data" / f"{key}.json"
     if cached.exists():
         return read_json(cached)
     model, tokenizer = load_for_eval(layout.target_model_dir)
@@ -521,7 +501,7 @@ def cached_scores(layout: Layout, params: dict[str, Any], role: str, model_dir: 
 
     key = fingerprint({"code": SCORES_CACHE_VERSION, "weights": weights_md5(model_dir), "sets": eval_sets,
                        "eval": params["eval"], "role": role})
-    return cached_model_scores(layout.cache_dir / "scores" / f"{key}.json", model_dir, lambda model, tokenizer: score_model(
+    return cached_model_scores(layout.personal_cache_dir / "scores" / f"{key}.json", model_dir, lambda model, tokenizer: score_model(
         model, tokenizer, eval_sets, batch_size=params["eval"]["batch_size"],
         max_new_tokens=params["eval"]["max_new_tokens"],
         relearn_steps=params["eval"]["relearn_steps"] if role == "unlearned" else 0, seed=params["eval"]["seed"]),
@@ -637,6 +617,7 @@ def run_registered_model(layout: Layout, params: dict[str, Any]) -> dict[str, An
     from dagster_project.core.tracking.mlflow_registry import (
         CANDIDATE,
         Registration,
+        complete_registration,
         download_run_file,
         find_version,
         register_candidate,
@@ -687,6 +668,10 @@ def run_registered_model(layout: Layout, params: dict[str, Any]) -> dict[str, An
     if layout.audit_dir.exists():
         shutil.rmtree(layout.audit_dir)
     existing = find_version(layout.root, model_name, "registration_key", registration_key)
+    if existing is not None and existing.incomplete:
+        # a registration killed before its version was complete: finish it from the record its run holds
+        # (None: a version from before records existed, which cannot be completed: register a new one)
+        existing = complete_registration(layout.root, existing)
     if existing is not None:
         # its audit files are the ones MLflow holds (recorded by the code that registered it)
         download_run_file(layout.root, existing.run_id, "audit", layout.audit_dir.parent / "_audit")
@@ -721,6 +706,10 @@ def run_registered_model(layout: Layout, params: dict[str, Any]) -> dict[str, An
     record = {**registration.to_dict(), "dvc_md5": md5s, "metrics": candidate_metrics, "reused": existing is not None,
               "audit_manifest_sha256": tags["audit_manifest_sha256"], "gates_at_registration": tags["gates_at_registration"]}
     write_json(layout.registry_record, record)
+    # registered: the caches holding the request's text have served their purpose (docs/operations.md, retention)
+    from dagster_project.core.retention import clear_personal_caches
+
+    clear_personal_caches(layout)
     return record
 
 
@@ -752,7 +741,8 @@ STAGES: dict[str, Stage] = {
         Stage("snap_data", run_snap_data, lambda l: [l.snap_data_dir], params=("unlearn", "eval")),
         Stage("revealed_forget_set", run_revealed_forget_set, lambda l: [l.revealed_dir], params=("reveal", "release")),
         Stage("weight_attribution", run_weight_attribution, lambda l: [l.attribution_dir], params=("eval",)),
-        Stage("unlearned_adapter", run_unlearned, lambda l: [l.unlearned_dir, l.release_rounds_dir], params=("unlearn", "reveal", "release")),
+        Stage("unlearned_adapter", run_unlearned, lambda l: [l.unlearned_dir, l.release_rounds_dir],
+              params=("unlearn", "reveal", "release"), slot=TRAINING),
         Stage("knowledge_probes", run_knowledge_probes, lambda l: [l.probes_dir], params=("probes", "eval")),
         Stage("evaluation", run_evaluation, lambda l: [l.eval_dir], params=("eval",)),
         Stage("registered_model", run_registered_model, lambda l: [l.registry_record, l.audit_dir],

@@ -17,8 +17,9 @@ def tofu_like_corpus(context: dg.AssetExecutionContext, pipeline: PipelineResour
 
 
 @dg.asset(group_name="data", kinds={"python", "dvc"}, partitions_def=requests_partitions,
-          description="The forget request file, validated (schema, size, path) and normalised; its attached "
-                      "documents cut into passages.")
+          deps=[tofu_like_corpus],  # after it: the request's subjects are checked against the corpus first
+          description="The forget request file, validated completely (schema, size, path, method, hyper-parameters "
+                      "and their bounds, subjects) and normalised; its attached documents cut into passages.")
 def forget_request(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
     return materialize_stage(context, pipeline, "forget_request")
 

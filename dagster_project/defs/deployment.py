@@ -8,6 +8,11 @@
   the chart's `K8sRunLauncher`, infra/helm/values.yaml) and the unlearning step goes to a GPU node
   (`TRAINING_OP_TAGS`); on a docker compose GPU box (infra/docker-compose.yaml) steps run in the run's process.
 
+One unlearning step trains at a time across runs: where all steps share one machine (local, compose) through the
+lock file `<root>/.locks/training.lock` (core/slots.py says why not Dagster's pool there); on Kubernetes, where
+steps are pods and a lock file cannot reach across them, through Dagster's pool `training`, whose slots the
+daemon's run monitoring frees after a run's worker dies (infra/helm/values.yaml).
+
 The same assets and jobs either way, as in Dagster's own example projects: only resources, executor and tags
 are picked here. Not a module of definitions itself: defs/jobs.py and defs/unlearn.py ask it.
 """
@@ -20,6 +25,7 @@ from typing import Any
 import dagster as dg
 
 DEPLOYMENTS = ("local", "cluster")
+TRAINING_POOL = "training"
 # the unlearning step's pod in cluster mode: one GPU, room for an 8B LoRA run, only on GPU nodes
 TRAINING_OP_TAGS: dict[str, Any] = {
     "dagster-k8s/config": {
@@ -56,3 +62,8 @@ def executor() -> dg.ExecutorDefinition:
 def training_op_tags() -> dict[str, Any]:
     """Op tags of the unlearning step: a GPU pod on Kubernetes, none elsewhere."""
     return TRAINING_OP_TAGS if on_kubernetes() else {}
+
+
+def training_pool() -> str | None:
+    """Dagster pool of the unlearning step: `training` on Kubernetes, none elsewhere (the lock file holds the slot)."""
+    return TRAINING_POOL if on_kubernetes() else None

@@ -14,7 +14,7 @@ def new_request_files(context: dg.SensorEvaluationContext, pipeline: PipelineRes
     from dagster_project.dvc_yaml import write_or_check
 
     root, params = pipeline.root_path(), pipeline.params()
-    valid, invalid = scan_requests(root / params["requests_dir"])
+    valid, invalid = scan_requests(root / params["requests_dir"], params, pipeline.layout().corpus_dir)
     for name, error in invalid.items():
         context.log.warning(f"skipping {name}: {error}")
     known = set(context.instance.get_dynamic_partitions(requests_partitions.name))

@@ -6,7 +6,7 @@ from dagster_project.core.data.io import read_json, read_jsonl
 from dagster_project.core.data.validation import validate_revealed_set, validate_snap_data
 from dagster_project.core.stages import load_snap_data
 from dagster_project.defs.data import forget_request, forget_set, retain_set
-from dagster_project.defs.deployment import training_op_tags
+from dagster_project.defs.deployment import training_op_tags, training_pool
 from dagster_project.defs.models import target_model, tokenizer
 from dagster_project.defs.resources import PipelineResource, materialize_stage, request_of, requests_partitions
 from dagster_project.defs.validation import check_result
@@ -63,8 +63,9 @@ def weight_attribution(context: dg.AssetExecutionContext, pipeline: PipelineReso
 @dg.asset(group_name="unlearning", kinds={"pytorch", "dvc"}, partitions_def=requests_partitions,
           deps=[target_model, tokenizer, forget_set, retain_set, forget_request, snap_data, weight_attribution,
                 revealed_forget_set],
-          # one training job at a time (pool limit, .dagster_home/dagster.yaml); a crashed step retries
-          pool="training", retry_policy=dg.RetryPolicy(max_retries=2, delay=10),
+          # one training step at a time across runs: the lock file of materialize_stage's slot, or Dagster's pool on
+          # Kubernetes (defs/deployment.py); a crashed step retries
+          pool=training_pool(), retry_policy=dg.RetryPolicy(max_retries=2, delay=10),
           op_tags=training_op_tags(),  # a GPU pod in cluster mode (defs/deployment.py)
           description="Unlearned adapter (mode=lora) or model (mode=full) for the request; for a reveal request the "
                       "merged model of the release rounds, with each round's forget/retain LoRA modules under rounds/.")

@@ -4,12 +4,14 @@ The manifest (JSON, DVC-versioned beside the registry record, logged to the MLfl
 a version tag) chains what an auditor needs: request hash → dataset md5s → validation results → mask and
 adapter md5s → metrics, with code commit, seeds, an environment hash and the compute environment (CPU, its
 instruction set, bf16, threads, GPU and its CUDA stack: what decides the last bits of a float result). Every md5 is DVC's, so each
-artifact can be re-fetched from the DVC cache or remote and re-hashed; `verify` does that, checks the
-MLflow tags and artifact against it, and re-runs the evaluation on the re-fetched bytes.
+artifact can be re-fetched from the DVC cache or remote and re-hashed; `verify` does that for the cache, the
+remote and the workspace copy, checks every MLflow run artifact and tag against the registration record
+(mlflow_registry.RECORD_FILE), and re-runs the evaluation on the re-fetched bytes.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -18,13 +20,14 @@ import platform
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from dagster_project.core.audit.compute import compute_differences, run_pinned
 from dagster_project.core.audit.gates import GateResult
-from dagster_project.core.data.io import md5_file
+from dagster_project.core.data.io import md5_file, sha256_text
 
 MANIFEST_FORMAT = "unlearn-audit/1"
 MANIFEST_FILE, CARD_FILE = "audit_manifest.json", "model_card.md"
@@ -143,20 +146,52 @@ def cache_object(root: Path, md5: str) -> Path:
     return root / ".dvc" / "cache" / "files" / "md5" / digest[:2] / (digest[2:] + (".dir" if md5.endswith(".dir") else ""))
 
 
-def rehash_object(root: Path, md5: str) -> list[str]:
-    """Problems re-hashing DVC object `md5` from the cache (a file, or a folder's listing and every file in
-    it); [] when every byte hashes to what DVC recorded."""
+def open_cached(root: Path, md5: str) -> BinaryIO | None:
+    """DVC object `md5` from the cache of `root`, opened; None when the cache lacks it."""
     path = cache_object(root, md5)
-    if not path.is_file():
-        return [f"{md5} not in the DVC cache"]
-    if md5_file(path) != md5.removesuffix(".dir"):
-        return [f"{md5}: the cached bytes hash to {md5_file(path)}"]
-    if not md5.endswith(".dir"):
+    return path.open("rb") if path.is_file() else None
+
+
+def object_problems(md5: str, open_object: Callable[[str], BinaryIO | None], where: str) -> list[str]:
+    """Problems re-hashing DVC object `md5` (a file, or a folder's listing and every file in it) as
+    `open_object` reads it from `where` (the DVC cache, the remote); [] when every byte hashes to what DVC
+    recorded."""
+    handle = open_object(md5)
+    if handle is None:
+        return [f"{md5} not in {where}"]
+    with handle:
+        listing = handle.read() if md5.endswith(".dir") else None
+        digest = hashlib.file_digest(handle, "md5") if listing is None else hashlib.md5(listing)
+    if digest.hexdigest() != md5.removesuffix(".dir"):
+        return [f"{md5}: the bytes in {where} hash to {digest.hexdigest()}"]
+    if listing is None:
         return []
     problems = []
-    for entry in json.loads(path.read_text()):
-        problems += [f"{entry['relpath']}: {p}" for p in rehash_object(root, entry["md5"])]
+    for entry in json.loads(listing):
+        problems += [f"{entry['relpath']}: {p}" for p in object_problems(entry["md5"], open_object, where)]
     return problems
+
+
+def cached_listing(root: Path, md5: str) -> dict[str, str] | None:
+    """{relative path: md5} of folder object `md5` from the DVC cache; None when its listing is missing or
+    does not hash to `md5` (the cache check reports that)."""
+    path = cache_object(root, md5)
+    if not path.is_file() or md5_file(path) != md5.removesuffix(".dir"):
+        return None
+    return {entry["relpath"]: entry["md5"] for entry in json.loads(path.read_text())}
+
+
+def workspace_problems(root: Path, path: Path, md5: str) -> list[str]:
+    """How the workspace copy at `path` differs from DVC object `md5` (its files, for a folder)."""
+    if not md5.endswith(".dir"):
+        digest = md5_file(path) if path.is_file() else "a folder"
+        return [] if digest == md5 else [f"{path.name} hashes to {digest}, the version's is {md5}"]
+    expected = cached_listing(root, md5) or {}
+    found = {p.relative_to(path).as_posix(): md5_file(p) for p in sorted(path.rglob("*")) if p.is_file()}
+    return ([f"{rel} hashes to {found[rel]}, the version's is {want}" for rel, want in expected.items()
+             if rel in found and found[rel] != want]
+            + [f"{rel} is missing" for rel in expected if rel not in found]
+            + [f"{rel} is not the version's" for rel in found if rel not in expected])
 
 
 def checkout_object(root: Path, md5: str, dst: Path) -> Path:
@@ -193,16 +228,114 @@ def fetch_manifest(root: Path, info: Any, work: Path, report: VerifyReport) -> d
     return manifest
 
 
+def check_registration(root: Path, info: Any, work: Path, report: VerifyReport) -> None:
+    """The version's registration record (its hash against the version tag), the version's tags and every
+    file of its MLflow run against the record: one failure line per tag set or file that differs."""
+    from dagster_project.core.tracking import mlflow_registry as registry
+
+    text = registry.registration_record(root, info, work / "record")
+    sha = sha256_text(text) if text is not None else "missing from the run"
+    if not report.add("registration record matches the version tag", sha == info.tags.get(registry.RECORD_SHA_TAG),
+                      f"sha256 {sha[:16]}"):
+        return
+    record = json.loads(text)
+    changed = sorted(k for k, v in record["tags"].items() if info.tags.get(k) != v)
+    report.add("version tags match the registration record", not changed,
+               f"differ: {', '.join(changed)}" if changed else f"{len(record['tags'])} tags")
+    run_dir = work / "run"
+    for folder in sorted({path.split("/", 1)[0] for path in record["artifacts"]}):
+        registry.download_run_file(root, info.run_id, folder, run_dir)
+    held = {p.relative_to(run_dir).as_posix(): md5_file(p) for p in sorted(run_dir.rglob("*")) if p.is_file()}
+    failures = {path: f"hashes to {held[path]}, registered {md5}" if path in held else "missing from the run"
+                for path, md5 in record["artifacts"].items() if held.get(path) != md5}
+    failures |= {path: "in the run, not in the registration record" for path in held if path not in record["artifacts"]}
+    for path, detail in sorted(failures.items()):
+        report.add(f"MLflow copy of {path}", False, detail)
+    if not failures:
+        report.add("MLflow run artifacts match the registration record", True, f"{len(held)} files")
+
+
+def check_dvc_copies(root: Path, manifest: dict[str, Any], report: VerifyReport) -> None:
+    """Each DVC-versioned artifact of the manifest in every copy there is: the DVC cache, the default remote
+    and the workspace, whose dvc.lock entry must agree. One failure line per copy that differs, else one
+    line per artifact."""
+    import yaml
+
+    from dagster_project.core.layout import Layout
+    from dagster_project.core.stages import AUDITED, STAGES
+    from dagster_project.core.tracking.dvc import all_locked_outs, fetch, remote_objects
+
+    from dagster_project.core.retention import purge_record
+
+    # a purged request's text artifacts are gone by design: their md5s in the purge record stand for them
+    purged = purge_record(root, manifest["request"]["id"]) or {"outputs": {}}
+    purged_md5s = set(purged["outputs"].values())
+    artifacts = {}
+    for label, md5 in sorted(manifest["artifacts"].items()):
+        if md5 in purged_md5s:
+            report.add(f"{label} purged", True, f"{md5} removed on {purged['purged_at']} (`unlearn request purge`); "
+                                                  f"the md5 is in the purge record")
+        else:
+            artifacts[label] = md5
+    if any(not cache_object(root, md5).is_file() for md5 in artifacts.values()):
+        fetch(root)  # from the DVC remote
+    layout = Layout(root=root, request_file=f"{manifest['params']['requests_dir']}/{manifest['request']['id']}.yaml")
+    # label -> (workspace path, its path in dvc.lock); labels of older manifests that no stage writes now: none
+    workspace = {label: (AUDITED[label][1](layout), layout.rel(AUDITED[label][1](layout)))
+                 for label in artifacts if label in AUDITED}
+    try:
+        lock = all_locked_outs(root)
+        locked = {label: lock.get(STAGES[AUDITED[label][0]].key(layout), {}).get(where)
+                  for label, (_path, where) in workspace.items()}
+    except yaml.YAMLError as error:
+        report.add("dvc.lock parses", False, f"{str(error).splitlines()[0]}; restore it from version control")
+        locked = {}
+    with remote_objects(root) as open_remote:
+        for label, md5 in sorted(artifacts.items()):
+            failures, copies = {}, []
+            for store, opener in (("DVC cache", functools.partial(open_cached, root)), ("DVC remote", open_remote)):
+                problems = object_problems(md5, opener, f"the {store}") if opener else []
+                if problems:
+                    failures[f"{store} copy of {label}"] = "; ".join(problems[:3])
+                copies.append(store if opener else f"no {store} configured")
+            path, where = workspace.get(label, (None, None))
+            if path is None or not path.exists():
+                copies.append(f"workspace: {where or label} not checked out")
+            elif f"DVC cache copy of {label}" not in failures:  # the cache holds the folder listing compared with
+                differs = workspace_problems(root, path, md5)
+                if differs and locked.get(label) == md5:
+                    failures[f"workspace copy of {label} ({where})"] = "; ".join(differs[:3])
+                elif not differs and locked.get(label) not in (None, md5):
+                    failures[f"dvc.lock entry of {label} ({where})"] = (f"records {locked[label]}; the version and "
+                                                                        f"the workspace hold {md5}")
+                elif differs:  # dvc.lock names another build (or none): the workspace is not meant to hold this one
+                    copies.append(f"workspace: {where} holds another build (dvc.lock: {locked.get(label)})")
+                else:
+                    copies.append(f"workspace ({where})")
+            for what, detail in failures.items():
+                report.add(what, False, detail)
+            if not failures:
+                report.add(f"copies of {label} hash to the version's md5", True, f"{md5}: {', '.join(copies)}")
+
+
 def verify(root: Path, uri: str, rerun: bool = True) -> VerifyReport:
-    """Re-fetch, re-hash and re-evaluate the registered version `uri` (models:/name@alias or /version)."""
+    """Re-fetch, re-hash and re-evaluate the registered version `uri` (models:/name@alias or /version): its
+    registration complete, its MLflow run against its registration record, every DVC-versioned artifact in
+    the cache, the remote and the workspace, and its evaluation re-run on the re-fetched bytes."""
     from dagster_project.core.layout import Layout
     from dagster_project.core.tracking import mlflow_registry as registry
-    from dagster_project.core.tracking.dvc import fetch
 
     report = VerifyReport(uri)
-    info = registry.resolve_version(root, uri)
+    try:
+        info = registry.resolve_version(root, uri)
+        incomplete = info.incomplete
+    except registry.IncompleteVersion as error:  # an alias on an incomplete version
+        incomplete = str(error)
+    if not report.add("registration complete", not incomplete, incomplete or f"{len(info.metrics)} metric tags"):
+        return report  # nothing in a half-registered version can be checked against its record
     with tempfile.TemporaryDirectory(prefix="unlearn-audit-") as tmp:
         work = Path(tmp)
+        check_registration(root, info, work, report)
         manifest = fetch_manifest(root, info, work, report)
         if manifest is None:
             return report
@@ -214,19 +347,18 @@ def verify(root: Path, uri: str, rerun: bool = True) -> VerifyReport:
                      and abs(manifest["metrics"][k] - v) > 1e-5 * max(1.0, abs(v)))
         report.add("MLflow metric tags agree with the manifest", not off, ", ".join(off))
         report.add("git commit tag agrees", info.tags.get("git_commit") == manifest["git_commit"], manifest["git_commit"][:12])
-        missing = [md5 for md5 in manifest["artifacts"].values() if not cache_object(root, md5).is_file()]
-        if missing:
-            fetch(root)  # from the DVC remote
-        for label, md5 in sorted(manifest["artifacts"].items()):
-            problems = rehash_object(root, md5)
-            report.add(f"re-hash {label} from DVC", not problems, "; ".join(problems[:3]) or md5)
+        check_dvc_copies(root, manifest, report)
         model_dir = registry.download_model_version(root, f"models:/{info.name}/{info.version}", work / "registered",
                                                     rebase=False)
         mlflow_md5 = {p.relative_to(model_dir).as_posix(): md5_file(p) for p in model_dir.rglob("*") if p.is_file()}
-        dvc_entries = {e["relpath"]: e["md5"] for e in json.loads(cache_object(root, manifest["artifacts"]["unlearned_adapter"]).read_text())}
+        dvc_entries = cached_listing(root, manifest["artifacts"]["unlearned_adapter"]) or {}
         report.add("MLflow model artifact is the DVC-versioned adapter byte for byte", mlflow_md5 == dvc_entries,
                    f"{len(dvc_entries)} files")
         if not rerun or not report.passed:
+            return report
+        if any(what.endswith(" purged") for what, _ok, _detail in report.checks):
+            report.add("evaluation re-run", True, "skipped: the request's data was purged, so only hashes can be "
+                                                  "checked (they were, above)")
             return report
         # rebuild the request's artifact store from DVC objects only, and evaluate there with a cold cache
         layout = Layout(root=work / "store", request_file=f"data/requests/{manifest['request']['id']}.yaml")

@@ -51,15 +51,19 @@ def requests_in_force(root: Path, name: str) -> list[dict[str, Any]]:
 def recheck(root: Path, params: dict[str, Any], version: registry.VersionInfo,
             entries: list[dict[str, Any]]) -> dict[str, tuple[dict[str, float], dict[str, float]]]:
     """The version's model re-evaluated on each request in `entries`: request id -> (metrics now, then)."""
+    from dagster_project.core.retention import clear_personal_caches
     from dagster_project.core.stages import evaluate_for_request
 
     if not entries:
         return {}
     with tempfile.TemporaryDirectory(prefix="unlearn-recheck-") as tmp:
         model_dir = registry.download_model_version(root, f"models:/{version.name}/{version.version}", Path(tmp))
-        return {entry["request_id"]: (evaluate_for_request(Layout.for_request(root, params, entry["request_id"]), params,
-                                                           model_dir), entry["metrics"])
-                for entry in entries}
+        results = {}
+        for entry in entries:
+            layout = Layout.for_request(root, params, entry["request_id"])
+            results[entry["request_id"]] = (evaluate_for_request(layout, params, model_dir), entry["metrics"])
+            clear_personal_caches(layout)  # no cache keeps a request's answers once it is done (docs/operations.md)
+        return results
 
 
 def promote(root: Path, params: dict[str, Any], name: str, version: str, force: bool = False,
@@ -71,7 +75,7 @@ def promote(root: Path, params: dict[str, Any], name: str, version: str, force: 
     request joins (or replaces its earlier entry in) the model's `requests_in_force`."""
     if force and not reason.strip():
         raise ValueError("--force needs --reason: a forced promotion is recorded with why it was forced")
-    info = registry.resolve_version(root, f"models:/{name}/{version}")
+    info = registry.require_complete(registry.resolve_version(root, f"models:/{name}/{version}"))
     request_id = info.tags.get("request_id")
     if not request_id:
         raise ValueError(f"models:/{name}/{version} has no request_id tag: not a version this pipeline registered")

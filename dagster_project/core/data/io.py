@@ -8,20 +8,37 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+import os
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 
 def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> int:
-    """Write records one per line (sorted keys, UTF-8); return how many were written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write records one per line (sorted keys, UTF-8), atomically; return how many were written."""
     count = 0
-    with path.open("w", encoding="utf-8") as handle:
+    with _atomic(path) as handle:
         for record in records:
             handle.write(json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n")
             count += 1
     return count
+
+
+@contextmanager
+def _atomic(path: Path) -> Iterator[TextIO]:
+    """A text file that appears at `path` whole or not at all: written beside it, then renamed over it. A run
+    killed mid-write leaves the previous file; two runs building the same shared asset each replace it whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # open(): the umask's mode
+    try:
+        with temporary.open("w", encoding="utf-8") as handle:
+            yield handle
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -30,8 +47,8 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    with _atomic(path) as handle:
+        handle.write(json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False) + "\n")
 
 
 def read_json(path: Path) -> Any:

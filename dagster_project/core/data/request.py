@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import re
+import traceback
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -64,13 +65,23 @@ DOCUMENT_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.\- ]{0,127}$"
 MAX_DESCRIPTION_CHARS = 500
 MAX_HYPERPARAMETERS = 100
 MAX_HYPERPARAMETER_STR_CHARS = 1000
+# Bounds on the parsed shape, checked before anything builds Python objects from the text: the deepest valid
+# request is subjects.N.aliases.M (depth 4); parsers recurse per level (a 5,000-deep file is a RecursionError),
+# YAML aliases expand exponentially ("billion laughs"), and int() refuses more than 4,300 digits.
+MAX_NESTING = 8
+MAX_NODES = 20_000
+MAX_NUMBER_CHARS = 40
+
+# methods whose forget term is built from the embedded corpus's questions and people
+QA_ONLY_METHODS = ("snap", "idksft", "idkdpo")
 
 ForgetSplit = Literal["forget01", "forget05", "forget10"]
 assert set(ForgetSplit.__args__) == set(FORGET_SPLITS), "ForgetSplit must list schema.FORGET_SPLITS"  # type: ignore[attr-defined]
 
 
 class RequestError(ValueError):
-    """A forget request is unreadable or invalid. The message names the field and the problem."""
+    """A forget request is unreadable or invalid. The message names the field and the problem, never a value
+    (nor a key the author wrote, which may be a name): what it says can go to logs and the Dagster UI."""
 
 
 def normalise_name(name: str) -> str:
@@ -254,12 +265,90 @@ def request_to_dict(req: ForgetRequest) -> dict[str, Any]:
     }
 
 
+def unlearning_hyperparameters(request: ForgetRequest, params: dict[str, Any]) -> dict[str, Any]:
+    """params.yaml's per-method defaults, overridden by the request's own hyper-parameters; for a
+    `forget_data: reveal` request, the release loop's defaults (params.yaml `release:`)."""
+    defaults = params.get("release") if request.forget_data == "reveal" else params["unlearn"].get(request.method)
+    return {**(defaults or {}), **request.hyperparameters}
+
+
+def hyperparameter_names() -> frozenset[str]:
+    """Every hyper-parameter some method (or the release loop) defines."""
+    import dataclasses
+
+    from dagster_project.core.methods.registry import available_methods, get_method
+    from dagster_project.core.reveal.release import ReleaseConfig
+
+    configs = [get_method(name).config_cls for name in available_methods()] + [ReleaseConfig]
+    return frozenset(f.name for config in configs for f in dataclasses.fields(config))
+
+
+def check_request(request: ForgetRequest, params: dict[str, Any], corpus_dir: Path | None = None,
+                  requests_dir: Path | None = None) -> None:
+    """Everything about a request that decides whether the pipeline can run it, checked where it is read (CLI,
+    `request sync`, the sensor, the first stage) so that no run starts that must fail later: the method exists and
+    suits the data, its hyper-parameters (params.yaml's defaults merged) are known, typed and in bounds, and, given
+    the embedded corpus's folder once it is built, its subjects are people the model was trained on and not all
+    of them (something must be left to keep); given the requests folder, that its attached documents parse."""
+    from dagster_project.core.methods.registry import available_methods, get_method
+    from dagster_project.core.reveal.release import OBJECTIVES, release_config
+
+    label = f"request {request.id}"
+    methods = list(OBJECTIVES) if request.forget_data == "reveal" else available_methods()
+    if request.method not in methods:
+        # not echoed: the field is free text, and a typo'd name is a name
+        raise RequestError(f"{label}: field 'method': not a method this pipeline runs"
+                           f"{' on revealed data' if request.forget_data == 'reveal' else ''}; available: "
+                           f"{', '.join(methods)} (`unlearn methods` describes them)")
+    build = release_config if request.forget_data == "reveal" else get_method(request.method).config_cls.from_hyperparameters
+    try:
+        build(request.hyperparameters)  # first alone: an error's key position is the one in the request
+        build(unlearning_hyperparameters(request, params))
+    except ValueError as exc:
+        raise RequestError(f"{label}: {exc}") from None
+    uses_sources = bool(params.get("sources"))
+    if uses_sources and request.split is not None:
+        raise RequestError(f"{label}: field 'split' names the embedded corpus's people, and this root serves its own "
+                           f"sources: name the subjects, records or documents to forget")
+    if uses_sources and request.forget_data == "given" and request.method in QA_ONLY_METHODS:
+        raise RequestError(f"{label}: field 'method': {request.method} trains on the embedded corpus's questions; on "
+                           f"your own documents use npo, simnpo, graddiff, gradascent or rmu (or forget_data: reveal, "
+                           f"whose release rounds take {', '.join(OBJECTIVES)})")
+    if not uses_sources and (request.records is not None or request.documents is not None):
+        raise RequestError(f"{label}: fields 'records' and 'documents' need the user's own data: declare `sources:` "
+                           f"in params.yaml")
+    if not uses_sources and corpus_dir is not None and (corpus_dir / "splits.json").is_file():
+        _check_corpus_subjects(request, corpus_dir)
+    if uses_sources and request.documents and requests_dir is not None:
+        from dagster_project.core.collection.collect import CollectionConfig
+        from dagster_project.core.own_data import document_records
+
+        passage_chars = CollectionConfig(**params.get("collection") or {}).passage_chars
+        try:  # an attached .jsonl document is read like a source: malformed lines fail here, not in the run
+            document_records(request, requests_dir, passage_chars)
+        except ValueError as exc:  # SourceError: it names the file, record number and field, never the text
+            raise RequestError(f"{label}: field 'documents': {exc}") from None
+
+
+def _check_corpus_subjects(request: ForgetRequest, corpus_dir: Path) -> None:
+    from dagster_project.core.data.corpus import load_corpus
+    from dagster_project.core.data.datasets import resolve_subjects, trained_person_ids
+
+    corpus = load_corpus(corpus_dir)
+    forget = set(resolve_subjects(request, corpus.people, corpus.splits))  # a RequestError names each bad subject
+    if forget >= trained_person_ids(corpus.splits):
+        raise RequestError(f"request {request.id}: it forgets all {len(forget)} people the model was trained on; "
+                           f"nothing would be left to keep (and no retain set to measure utility on)")
+
+
 def build_request(**fields: Any) -> ForgetRequest:
     """A ForgetRequest from keyword fields, failing with the same field-naming, value-free RequestError as a file."""
     try:
         return ForgetRequest.model_validate(fields)
     except ValidationError as exc:
-        raise RequestError(_format_validation_error(f"request {fields.get('id')}", exc)) from None
+        request_id = fields.get("id")
+        label = f"request {request_id}" if isinstance(request_id, str) and re.match(ID_PATTERN, request_id) else "request"
+        raise RequestError(_format_validation_error(label, exc, fields)) from None
 
 
 def write_request(request: ForgetRequest, requests_dir: Path = DEFAULT_REQUESTS_DIR, overwrite: bool = False) -> Path:
@@ -279,26 +368,37 @@ def write_request(request: ForgetRequest, requests_dir: Path = DEFAULT_REQUESTS_
 # --------------------------------------------------------------------------------------------- loading
 
 
-def scan_requests(requests_dir: Path) -> tuple[list[str], dict[str, str]]:
+def scan_requests(requests_dir: Path, params: dict[str, Any] | None = None,
+                  corpus_dir: Path | None = None) -> tuple[list[str], dict[str, str]]:
     """Every request file in `requests_dir`: (ids of the valid ones, sorted; file name -> error for the rest).
 
-    Valid = :func:`load_request` accepts it and its id equals the file's stem (artifacts are keyed by it).
-    Errors name fields, never values, so they can go to logs and the Dagster UI."""
+    Valid = :func:`load_request` accepts it, its id equals the file's stem (artifacts are keyed by it) and, given
+    the root's `params` (and corpus folder), :func:`check_request` passes. One file never stops the scan: whatever it holds, it is
+    reported and the others are read. Errors name fields, never values, so they can go to logs and the Dagster UI."""
     valid, invalid = [], {}
-    for path in sorted(Path(requests_dir).iterdir()) if Path(requests_dir).is_dir() else []:
+    paths = sorted(Path(requests_dir).iterdir()) if Path(requests_dir).is_dir() else []
+    for position, path in enumerate(paths, 1):
         if path.name.startswith(".") or path.is_dir():
             continue
+        name = path.name if _safe_name(path) else f"file #{position} (its name is not a request id)"
         try:
             request = load_request(path, requests_dir)
+            if request.id != path.stem:
+                raise RequestError(f"request {name}: field 'id' must equal the file name stem" +
+                                   (f" {path.stem!r}" if _safe_name(path) else " (a request id: a-z, 0-9, '-', '_')"))
+            if params is not None:
+                check_request(request, params, corpus_dir, Path(requests_dir))
         except RequestError as error:
-            invalid[path.name] = str(error)
+            invalid[name] = str(error)
             continue
-        if request.id != path.stem:
-            invalid[path.name] = f"request {path.name}: field 'id' must equal the file name stem {path.stem!r}"
-        else:
-            valid.append(request.id)
+        except Exception as error:  # noqa: BLE001 - a defect in a check must not stop the other requests either
+            # where, not what: the exception's message may quote the file
+            frame = traceback.extract_tb(error.__traceback__)[-1]
+            log.error("request %s: unexpected %s at %s:%s", name, type(error).__name__, frame.filename, frame.lineno)
+            invalid[name] = f"request {name}: could not be read ({type(error).__name__}); see the log"
+            continue
+        valid.append(request.id)
     return valid, invalid
-
 
 
 def load_request(path: Path, requests_dir: Path = DEFAULT_REQUESTS_DIR) -> ForgetRequest:
@@ -308,7 +408,8 @@ def load_request(path: Path, requests_dir: Path = DEFAULT_REQUESTS_DIR) -> Forge
     either way the file it resolves to (after ``..`` and symlinks) must lie inside ``requests_dir``.
     """
     path = Path(path)
-    label = f"request {path.name or str(path)}"
+    # a file name is shown only when it has the shape of a request id: any other name may be a person's
+    label = f"request {path.name}" if _safe_name(path) else "request file (its name is not a request id)"
     requests_root = Path(requests_dir).resolve()
     if not requests_root.is_dir():
         raise RequestError(f"{label}: requests directory {requests_dir} does not exist")
@@ -343,17 +444,20 @@ def load_request(path: Path, requests_dir: Path = DEFAULT_REQUESTS_DIR) -> Forge
     try:
         request = ForgetRequest.model_validate(data)
     except ValidationError as exc:
-        raise RequestError(_format_validation_error(label, exc)) from None
+        raise RequestError(_format_validation_error(label, exc, data)) from None
     document_paths(request, requests_dir, label)
-    log.debug(
-        "loaded forget request id=%s method=%s mode=%s target=%s",
+    log.debug(  # not the method: until check_request has matched it to a known one, it is free text
+        "loaded forget request id=%s mode=%s target=%s",
         request.id,
-        request.method,
         request.mode,
         f"split {request.split}" if request.split else
         f"{len(request.subjects or [])} subjects, {len(request.documents or [])} documents",
     )
     return request
+
+
+def _safe_name(path: Path) -> bool:
+    return bool(re.match(ID_PATTERN, path.stem)) and path.suffix.lower() in REQUEST_SUFFIXES
 
 
 def document_paths(request: ForgetRequest, requests_dir: Path, label: str = "") -> list[Path]:
@@ -397,19 +501,52 @@ def _type_name(value: Any) -> str:
 
 
 def _parse_json(text: str, label: str) -> Any:
+    _check_json_nesting(text, label)
+
     def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        if len(pairs) > MAX_HYPERPARAMETERS + len(ForgetRequest.model_fields):
+            raise RequestError(f"{label}: a mapping with {len(pairs)} keys; a request has at most "
+                               f"{MAX_HYPERPARAMETERS + len(ForgetRequest.model_fields)}")
         out: dict[str, Any] = {}
-        for key, value in pairs:
+        for position, (key, value) in enumerate(pairs, 1):
             if key in out:
-                raise RequestError(f"{label}: field '{key}' is given twice")
+                raise RequestError(f"{label}: {_key_label(key, position)} is given twice")
             out[key] = value
         return out
 
+    def number(text: str) -> int | float:
+        if len(text) > MAX_NUMBER_CHARS:
+            raise RequestError(f"{label}: a number of {len(text)} characters; at most {MAX_NUMBER_CHARS}")
+        value = float(text) if any(c in text for c in ".eE") else int(text)
+        if not math.isfinite(value):
+            raise RequestError(f"{label}: a number beyond the float range (expected a finite number)")
+        return value
+
+    def no_constant(name: str) -> float:
+        raise RequestError(f"{label}: {name} is not a number a request may hold (expected a finite number)")
+
     try:
-        return json.loads(text, object_pairs_hook=no_duplicates)
+        return json.loads(text, object_pairs_hook=no_duplicates, parse_int=number, parse_float=number,
+                          parse_constant=no_constant)
     except json.JSONDecodeError as exc:
         # exc.msg never quotes the document, unlike some parsers' messages
         raise RequestError(f"{label}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+
+
+def _check_json_nesting(text: str, label: str) -> None:
+    """Refuse JSON nested deeper than MAX_NESTING before json.loads recurses into it (strings skipped)."""
+    depth, in_string, escaped = 0, False, False
+    for char in text:
+        if in_string:
+            escaped, in_string = (not escaped and char == "\\"), in_string and (escaped or char != '"')
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_NESTING:
+                raise RequestError(f"{label}: nested deeper than {MAX_NESTING} levels (a request is at most 4 deep)")
+        elif char in "]}":
+            depth -= 1
 
 
 class _RequestYamlLoader(yaml.SafeLoader):
@@ -422,7 +559,7 @@ class _RequestYamlLoader(yaml.SafeLoader):
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
-        for key_node, _ in node.value:
+        for position, (key_node, _) in enumerate(node.value, 1):
             key = self.construct_object(key_node, deep=deep)
             try:
                 duplicate = key in seen
@@ -430,7 +567,7 @@ class _RequestYamlLoader(yaml.SafeLoader):
                 break
             if duplicate:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"field '{key}' is given twice", key_node.start_mark
+                    None, None, f"{_key_label(key, position)} is given twice", key_node.start_mark
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
@@ -452,6 +589,7 @@ _RequestYamlLoader.add_implicit_resolver(
 
 def _parse_yaml(text: str, label: str) -> Any:
     try:
+        _check_yaml_shape(text, label)
         return yaml.load(text, Loader=_RequestYamlLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         # str(exc) would quote the offending source line, which may hold a subject's name.
@@ -463,28 +601,83 @@ def _parse_yaml(text: str, label: str) -> Any:
         raise RequestError(f"{label}: malformed YAML ({type(exc).__name__})") from None
 
 
+def _check_yaml_shape(text: str, label: str) -> None:
+    """Walk the YAML event stream (PyYAML's parser is iterative; its composer, which builds the objects, recurses
+    per level) and refuse what the composer or int() would choke on: nesting deeper than MAX_NESTING, more than
+    MAX_NODES nodes, aliases (a few lines of them expand to billions of nodes), over-long plain numbers, and more
+    than one document."""
+    depth = nodes = documents = 0
+    for event in yaml.parse(text, Loader=_RequestYamlLoader):
+        where = f"{label}: line {event.start_mark.line + 1}"
+        if isinstance(event, yaml.DocumentStartEvent):
+            documents += 1
+            if documents > 1:
+                raise RequestError(f"{where}: a second YAML document; a request file holds one")
+        elif isinstance(event, yaml.AliasEvent):
+            raise RequestError(f"{where}: YAML aliases (*name) are not allowed in a request; write the value out")
+        elif isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_NESTING:
+                raise RequestError(f"{where}: nested deeper than {MAX_NESTING} levels (a request is at most 4 deep)")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+        elif isinstance(event, yaml.ScalarEvent) and event.style is None and len(event.value) > MAX_NUMBER_CHARS \
+                and re.fullmatch(r"[-+0-9_.eE]+|0[xob][0-9a-fA-F_]+|[-+]?[0-9][0-9_]*(:[0-5]?[0-9])+", event.value):
+            raise RequestError(f"{where}: a number of {len(event.value)} characters; at most {MAX_NUMBER_CHARS}")
+        nodes += isinstance(event, (yaml.ScalarEvent, yaml.MappingStartEvent, yaml.SequenceStartEvent))
+        if nodes > MAX_NODES:
+            raise RequestError(f"{label}: more than {MAX_NODES} values; a request is far smaller")
+
+
 _ALLOWED_FIELDS = tuple(ForgetRequest.model_fields)
+# keys a request's schema defines: safe to print. Any other key is the author's own text, which may be a name.
+_SCHEMA_KEYS = frozenset(_ALLOWED_FIELDS) | frozenset(WagleSpec.model_fields) | {"name", "aliases", "train", "retain"}
 
 
-def _format_validation_error(label: str, exc: ValidationError) -> str:
+def _key_label(key: Any, position: int) -> str:
+    """A mapping key for a message: by name when the schema defines it, else by position (it may be a name)."""
+    return f"field '{key}'" if isinstance(key, str) and key in _SCHEMA_KEYS else f"key #{position} of a mapping"
+
+
+def _safe_loc(loc: tuple[Any, ...], data: Any, known_keys: frozenset[str]) -> list[str]:
+    """The error's location with every key the schema does not define replaced by its position (`#3`)."""
+    parts, node = [], data
+    for part in loc:
+        if isinstance(part, int) or part in known_keys or not isinstance(node, dict):
+            parts.append(str(part))
+        else:
+            keys = list(node)
+            parts.append(f"#{keys.index(part) + 1}" if part in keys else "#?")
+        node = node[part] if isinstance(node, (dict, list)) and _has(node, part) else None
+    return parts
+
+
+def _has(node: dict | list, part: Any) -> bool:
+    return part in node if isinstance(node, dict) else isinstance(part, int) and 0 <= part < len(node)
+
+
+def _format_validation_error(label: str, exc: ValidationError, data: Any = None) -> str:
+    known_keys = _SCHEMA_KEYS | hyperparameter_names()
     problems: list[str] = []
     for err in exc.errors(include_url=False, include_input=True):
-        parts = [str(part) for part in err["loc"]]
+        raw_loc = tuple(part for part in err["loc"] if part != "[key]")
+        parts = _safe_loc(raw_loc, data, known_keys)
         kind = err["type"]
         msg = err["msg"]
-        if parts and parts[-1] == "[key]":  # a bad mapping key, e.g. hyperparameters.{key}
-            parts.pop()
+        if len(err["loc"]) > len(raw_loc):  # a bad mapping key, e.g. hyperparameters.{key}
             msg = f"invalid key: {msg}"
-        loc = ".".join(parts)
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
         if kind == "extra_forbidden":
-            close = difflib.get_close_matches(str(err["loc"][-1]), _ALLOWED_FIELDS, n=1, cutoff=0.6)
-            hint = f"did you mean '{close[0]}'?" if close else f"allowed fields: {', '.join(_ALLOWED_FIELDS)}"
+            key = str(raw_loc[-1])
+            allowed = _ALLOWED_FIELDS if len(raw_loc) == 1 else tuple(WagleSpec.model_fields)
+            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'?" if close else f"allowed fields: {', '.join(allowed)}"
             msg = f"unknown field; {hint}"
         elif kind == "missing":
             msg = "required field is missing"
         elif kind.endswith("_type") or kind in {"string_type", "list_type", "dict_type"}:
             msg = f"{msg} (got {_type_name(err.get('input'))})"
+        loc = ".".join(parts)
         problems.append(f"field '{loc}': {msg}" if loc else msg)
-    return f"{label}: " + "; ".join(problems)
+    return f"{label}: " + "; ".join(dict.fromkeys(problems))

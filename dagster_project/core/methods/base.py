@@ -8,6 +8,7 @@ A method file subclasses `MethodConfig` (adding only its own knobs) and `Unlearn
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,32 +22,33 @@ T = TypeVar("T")  # a config dataclass
 @dataclass(frozen=True)
 class MethodConfig:
     steps: int = field(
-        default=150, metadata={"help": "optimiser steps (each sees one forget and one retain batch)", "positive": True}
+        default=150, metadata={"help": "optimiser steps (each sees one forget and one retain batch)", "positive": True,
+                               "max": 100_000}
     )
     lr: float = field(
-        default=1e-3, metadata={"help": "AdamW learning rate; LoRA needs ~10x the full-model rate", "positive": True}
+        default=1e-3, metadata={"help": "AdamW learning rate; LoRA needs ~10x the full-model rate", "positive": True,
+                                "max": 1.0}
     )
     batch_size: int = field(
-        default=16, metadata={"help": "forget and retain examples per micro-batch, each", "positive": True}
+        default=16, metadata={"help": "forget and retain examples per micro-batch, each", "positive": True,
+                              "max": 4096}
     )
     grad_accum: int = field(
-        default=1, metadata={"help": "micro-batches accumulated per optimiser step", "positive": True}
+        default=1, metadata={"help": "micro-batches accumulated per optimiser step", "positive": True, "max": 1024}
     )
-    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm", "positive": True})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm", "positive": True,
+                                                        "max": 1e4})
     warmup_ratio: float = field(default=0.1, metadata={"help": "linear warm-up share of the steps"})
     seed: int = field(default=0, metadata={"help": "seeds batch sampling and LoRA initialisation"})
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank (mode=lora)", "positive": True})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator (mode=lora)", "positive": True})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank (mode=lora)", "positive": True, "max": 1024})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator (mode=lora)", "positive": True,
+                                                  "max": 16384})
     diverge_nll: float = field(
         default=25.0, metadata={"help": "stop early once the forget NLL exceeds this: ascent has diverged"}
     )
 
     def __post_init__(self) -> None:
-        # fields marked `"positive": True` in their metadata, in this class or a method's subclass
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.metadata.get("positive") and value <= 0:
-                raise ValueError(f"hyperparameters.{f.name}: must be > 0, got {value}")
+        check_bounds(self)
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"hyperparameters.warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
 
@@ -59,22 +61,45 @@ class MethodConfig:
 def config_from_hyperparameters(config_cls: type[T], hyperparameters: dict[str, Any],
                                 section: str = "hyperparameters") -> T:
     """An instance of the dataclass `config_cls` from a request's `hyperparameters`, checked by name and
-    type against the fields' defaults (an int is accepted for a float); errors name the key, not the value's
-    meaning, e.g. `hyperparameters.lrr: unknown for GradDiffConfig; allowed: ...`."""
+    type against the fields' defaults (an int is accepted for a float). Errors never echo a value, nor a request's
+    unknown key (either may be a subject's name), e.g. `hyperparameters: key #2 is not a setting of GradDiffConfig
+    (did you mean 'lr'?)`; a params.yaml section's unknown key is named."""
     fields = {f.name: f for f in dataclasses.fields(config_cls)}
-    unknown = sorted(set(hyperparameters) - set(fields))
-    if unknown:
-        raise ValueError(f"{section}.{unknown[0]}: unknown for {config_cls.__name__}; "
-                         f"allowed: {', '.join(sorted(fields))}")
+    for position, name in enumerate(hyperparameters, 1):
+        if name not in fields:
+            close = difflib.get_close_matches(str(name), list(fields), n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(sorted(fields))}"
+            if section != "hyperparameters":  # a params.yaml section: the operator's own words, safe to name
+                raise ValueError(f"{section}.{name}: unknown for {config_cls.__name__}; allowed: "
+                                 f"{', '.join(sorted(fields))}")
+            # a request's keys are free text (a name, even): named by position
+            raise ValueError(f"{section}: key #{position} is not a setting of {config_cls.__name__} ({hint})")
     values: dict[str, Any] = {}
     for name, value in hyperparameters.items():
         expected = type(fields[name].default)
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            raise ValueError(f"{section}.{name}: expected {expected.__name__}, got {value!r}")
+            raise ValueError(f"{section}.{name}: expected {expected.__name__}, got {_kind(value)}")
         values[name] = value
     return config_cls(**values)
+
+
+def check_bounds(config: Any, section: str = "hyperparameters") -> None:
+    """The bounds a config's fields declare in their metadata: `"positive": True` (> 0) and `"max"` (<=). The
+    upper bounds stop a typo (`steps: 1000000000`, `lr: 1e30`) from holding the training slot for days or from
+    training into NaN; they are far above any setting that makes sense (docs/operations.md lists them)."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.metadata.get("positive") and value <= 0:
+            raise ValueError(f"{section}.{f.name}: must be > 0, got {value}")
+        if "max" in f.metadata and value > f.metadata["max"]:
+            raise ValueError(f"{section}.{f.name}: must be at most {f.metadata['max']:g}, got {value:g}")
+
+
+def _kind(value: Any) -> str:
+    """A value's type in words; a string is not echoed (it may be a subject's name)."""
+    return "text" if isinstance(value, str) else type(value).__name__
 
 
 class UnlearningMethod:

@@ -244,6 +244,8 @@ class UnlearningLoop:
             forget, retain = self._batch(forget_pairs), self._batch(self.retain.next())
             with training_autocast(self.device, cpu_bf16=self.cpu_bf16):
                 loss, self.logs = self.method.loss(self.model, forget, retain, **extra)
+            if not torch.isfinite(loss):  # the weights are lost already: nothing this run saves would be a model
+                raise NonFiniteLoss(self.method_name, self.steps_done + 1, self.config, f"unlearn: {self.method_name}: lr")
             (loss / self.config.grad_accum).backward()
         if self.world > 1:
             if not self.sharded:  # FSDP has reduce-scattered the gradients already
@@ -285,6 +287,17 @@ class UnlearningLoop:
             make_adapter_portable(out_dir, self.model_dir)
         else:
             save_tokenizer(self.tokenizer, out_dir)  # a full model folder is self-contained, like the target's
+
+
+class NonFiniteLoss(ValueError):
+    """The training loss became NaN or infinite: the run stops before saving anything, naming the likely cause."""
+
+    def __init__(self, what: str, step: int, config: Any, params_section: str) -> None:
+        super().__init__(
+            f"{what}: the training loss is not finite at step {step} of {config.steps} (lr {config.lr:g}); the "
+            f"weights blew up, most often because the learning rate is too high for this model: lower the request's "
+            f"hyperparameters.lr (default: params.yaml `{params_section}`) or max_grad_norm ({config.max_grad_norm:g})"
+            f". Nothing was saved.")
 
 
 def _process_group() -> tuple[int, int]:

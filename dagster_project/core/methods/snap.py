@@ -49,17 +49,19 @@ class SNAPConfig(IdkDPOConfig):
         metadata={"help": "'idk': NLL of the obliterated responses; 'dpo': prefer them to the revealing answers"},
     )
     hard_positive_weight: float = field(default=1.0, metadata={"help": "weight η of the hard positives' NLL"})
-    neighbours: int = field(default=2, metadata={"help": "hard-positive people per forget person", "positive": True})
+    neighbours: int = field(default=2, metadata={"help": "hard-positive people per forget person", "positive": True,
+                                                 "max": 100})
     lambda_swd: float = field(default=0.1, metadata={"help": "weight λ of the summed sliced Wasserstein term"})
     swd_directions: int = field(
-        default=100, metadata={"help": "random directions K per tensor and step (the paper's 100)", "positive": True}
+        default=100, metadata={"help": "random directions K per tensor and step (the paper's 100)", "positive": True,
+                               "max": 10_000}
     )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.forget_loss not in FORGET_LOSSES:
             raise ValueError(
-                f"hyperparameters.forget_loss: expected one of {FORGET_LOSSES}, got {self.forget_loss!r}"
+                f"hyperparameters.forget_loss: expected one of {FORGET_LOSSES}"
             )
         for name in WEIGHTS:
             if getattr(self, name) < 0:

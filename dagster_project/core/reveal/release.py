@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +24,11 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from dagster_project.core.data.io import write_json, write_jsonl
 from dagster_project.core.data.snap import obliterated_pairs
-from dagster_project.core.methods.base import config_from_hyperparameters, reference_weights
+from dagster_project.core.methods.base import check_bounds, config_from_hyperparameters, reference_weights
 from dagster_project.core.methods.npo import npo_loss
 from dagster_project.core.methods.runner import (
     BatchSampler,
+    NonFiniteLoss,
     make_adapter_portable,
     training_pairs,
 )
@@ -44,17 +45,23 @@ FORGET, RETAIN = "forget", "retain"
 
 @dataclass(frozen=True)
 class ReleaseConfig:
-    rounds: int = 3
-    steps: int = 60  # per round, each a forget-module step and a retain-module step
-    lr: float = 4e-4  # NPO on revealed (noisy) data is destructive above ~5e-4: params.yaml `release:`
-    batch_size: int = 16
-    beta: float = 0.1  # NPO
-    orth_weight: float = 1.0  # O-LoRA
-    lora_r: int = 8
-    lora_alpha: int = 16
-    max_grad_norm: float = 1.0
+    # bounds as MethodConfig declares them (methods/base.py `check_bounds`)
+    rounds: int = field(default=3, metadata={"positive": True, "max": 50})
+    # per round, each a forget-module step and a retain-module step
+    steps: int = field(default=60, metadata={"positive": True, "max": 100_000})
+    # NPO on revealed (noisy) data is destructive above ~5e-4: params.yaml `release:`
+    lr: float = field(default=4e-4, metadata={"positive": True, "max": 1.0})
+    batch_size: int = field(default=16, metadata={"positive": True, "max": 4096})
+    beta: float = field(default=0.1, metadata={"positive": True, "max": 1e3})  # NPO
+    orth_weight: float = field(default=1.0, metadata={"max": 1e6})  # O-LoRA
+    lora_r: int = field(default=8, metadata={"positive": True, "max": 1024})
+    lora_alpha: int = field(default=16, metadata={"positive": True, "max": 16384})
+    max_grad_norm: float = field(default=1.0, metadata={"positive": True, "max": 1e4})
     stop_relevance: float = 0.3  # stop once a reveal's mean relevance falls below this
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
 
 
 def release_config(hyperparameters: dict[str, Any]) -> ReleaseConfig:
@@ -121,7 +128,10 @@ def train_round(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, forg
                     term = forget_loss(objective, model, batch, config.beta) if name == FORGET else batch_nll(model, batch)
                     orthogonality = olora_loss(model)
                 optimisers[name].zero_grad(set_to_none=True)
-                (term + config.orth_weight * orthogonality).backward()
+                total = term + config.orth_weight * orthogonality
+                if not torch.isfinite(total):
+                    raise NonFiniteLoss(f"release round {round_} ({name} module)", _step + 1, config, "release: lr")
+                total.backward()
             finally:
                 for p in other:
                     p.requires_grad_(True)

@@ -9,9 +9,10 @@ clean and the md5 DVC records is the one we put in Dagster metadata and MLflow t
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import chdir, contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import yaml
 from filelock import FileLock
@@ -38,12 +39,20 @@ def _repo(root: Path) -> Iterator:
             repo.close()
 
 
+TEMPORARY_FILES = ".*.tmp"
+
+
 def ensure_repo(root: Path, remote_url: str | None = None) -> None:
     """Initialise DVC in `root` if needed (tests and fresh stores), analytics off, default remote set."""
     from dvc.repo import Repo
 
     if not (root / ".dvc").is_dir():
         Repo.init(str(root), no_scm=not (root / ".git").exists())
+    ignore = root / ".dvcignore"
+    if TEMPORARY_FILES not in (ignore.read_text() if ignore.exists() else "").splitlines():
+        # a killed run's half-written file (core/data/io.py writes beside the target, then renames) is no output
+        with ignore.open("a") as handle:
+            handle.write(f"{TEMPORARY_FILES}\n")
     with _repo(root) as repo, repo.config.edit() as conf:
         conf["core"]["analytics"] = False
         if remote_url is not None and "local" not in conf["remote"]:
@@ -60,11 +69,16 @@ def commit_stage(root: Path, stage: str) -> dict[str, str]:
 
 def locked_outs(root: Path, stage: str) -> dict[str, str]:
     """{out path: md5} that dvc.lock holds for `stage` (empty if the stage was never committed)."""
+    return all_locked_outs(root).get(stage, {})
+
+
+def all_locked_outs(root: Path) -> dict[str, dict[str, str]]:
+    """{stage: {out path: md5}} for every stage dvc.lock holds (one parse: it has a stage per request)."""
     lock_path = root / LOCK_FILE
     if not lock_path.exists():
         return {}
     stages = (yaml.safe_load(lock_path.read_text()) or {}).get("stages", {})
-    return {out["path"]: out["md5"] for out in stages.get(stage, {}).get("outs", [])}
+    return {stage: {out["path"]: out["md5"] for out in body.get("outs", [])} for stage, body in stages.items()}
 
 
 def push(root: Path) -> int:
@@ -79,7 +93,47 @@ def fetch(root: Path) -> int:
         return repo.fetch()
 
 
+@contextmanager
+def remote_objects(root: Path) -> Iterator[Callable[[str], BinaryIO | None] | None]:
+    """An opener of DVC objects by md5 (`<md5>.dir` for a folder's listing) in the default remote, through
+    DVC's own filesystem for it (a local folder, S3, ...): a binary file, or None when the remote lacks it.
+    Yields None when no default remote is configured."""
+    from dvc.config import NoRemoteError
+
+    with _repo(root) as repo:
+        try:
+            odb = repo.cloud.get_remote_odb(command="audit verify")
+        except NoRemoteError:
+            yield None
+            return
+
+        def open_object(md5: str) -> BinaryIO | None:
+            path = odb.oid_to_path(md5)
+            return odb.fs.open(path, mode="rb") if odb.fs.exists(path) else None
+        yield open_object
+
+
 def status(root: Path) -> dict:
     """`dvc status`: {} when every stage and .dvc file matches the workspace."""
     with _repo(root) as repo:
         return repo.status()
+
+
+def remove_remote_objects(root: Path, md5s: list[str]) -> int:
+    """Delete these objects from the default DVC remote, through DVC's filesystem for it; returns how many there
+    were. `dvc gc --cloud` would remove every object the workspace no longer references, far more than one
+    request's: DVC has no command for chosen objects, hence this loop over its own object store."""
+    from dvc.config import NoRemoteError
+
+    removed = 0
+    with _repo(root) as repo:
+        try:
+            odb = repo.cloud.get_remote_odb(command="request purge")
+        except NoRemoteError:
+            return 0
+        for md5 in md5s:
+            path = odb.oid_to_path(md5)
+            if odb.fs.exists(path):
+                odb.fs.rm(path)
+                removed += 1
+    return removed

@@ -7,19 +7,32 @@ hashes, counts and numbers only.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from filelock import FileLock
 
+from dagster_project.core.data.io import md5_file, sha256_text
+
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 EXPERIMENT = "unlearning"
 CANDIDATE = "candidate"
 CHAMPION = "champion"
+# a version is complete once it holds this tag, set after every other tag and artifact and before any alias
+REGISTRATION_TAG, COMPLETE = "registration", "complete"
+RECORD_FILE = "registration/record.json"  # run artifact: the version's tags and every artifact file's md5
+RECORD_SHA_TAG = "registration.record_sha256"
+METRIC_COUNT_TAG = "registration.metric_tags"
+
+
+class IncompleteVersion(ValueError):
+    """A version whose registration did not finish: nothing may read it as a candidate or champion."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +153,12 @@ def log_run(
     return client, run
 
 
+def artifact_md5s(artifact_dirs: dict[str, Path]) -> dict[str, str]:
+    """{artifact path in the run: md5} of every file `log_artifacts` logs from `artifact_dirs`."""
+    return {f"{name}/{path.relative_to(folder).as_posix()}": md5_file(path)
+            for name, folder in sorted(artifact_dirs.items()) for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
 def register_candidate(
     root: Path,
     model_name: str,
@@ -153,10 +172,22 @@ def register_candidate(
     """Log a run, register its `model` artifact as a new version and point alias `candidate` at it.
 
     `metrics` go to the run; `version_metrics` (the candidate's own) also become `metric.<name>` version tags.
-    """
+    Atomic for readers: the run gets every artifact and, last, a record of the version's tags and of each
+    artifact file's md5 (RECORD_FILE); the version is created with all its tags in one call; then the tag
+    `registration=complete`; then the alias. A kill at any point leaves either no version or one without
+    the tag and without an alias, which readers refuse and a re-run completes from the record
+    (`complete_registration`)."""
     from mlflow.exceptions import MlflowException
 
-    client, run = log_run(root, run_name, params, metrics, tags, artifact_dirs)
+    version_tags = {**tags, **{f"metric.{key}": f"{value:.6g}" for key, value in version_metrics.items()},
+                    METRIC_COUNT_TAG: str(len(version_metrics))}
+    record = json.dumps({"tags": version_tags, "artifacts": artifact_md5s(artifact_dirs)}, indent=1, sort_keys=True)
+    with tempfile.TemporaryDirectory(prefix="unlearn-registration-") as tmp:
+        record_path = Path(tmp) / RECORD_FILE
+        record_path.parent.mkdir()
+        record_path.write_text(record)
+        client, run = log_run(root, run_name, params, metrics, tags,
+                              {**artifact_dirs, record_path.parent.name: record_path.parent})
     run_id = run.info.run_id
     try:
         client.get_registered_model(model_name)
@@ -168,9 +199,9 @@ def register_candidate(
         except MlflowException as race:  # another request's run created it in between: the same outcome
             if race.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
-    version = client.create_model_version(model_name, source=f"{run.info.artifact_uri}/model", run_id=run_id, tags=tags)
-    for key, value in version_metrics.items():
-        client.set_model_version_tag(model_name, version.version, f"metric.{key}", f"{value:.6g}")
+    version = client.create_model_version(model_name, source=f"{run.info.artifact_uri}/model", run_id=run_id,
+                                          tags={**version_tags, RECORD_SHA_TAG: sha256_text(record)})
+    client.set_model_version_tag(model_name, version.version, REGISTRATION_TAG, COMPLETE)
     client.set_registered_model_alias(model_name, CANDIDATE, version.version)
     return Registration(model_name, str(version.version), CANDIDATE, run_id, tracking_uri(root))
 
@@ -188,29 +219,78 @@ class VersionInfo:
         """The candidate's own metrics, from its `metric.<name>` tags."""
         return {k.removeprefix("metric."): float(v) for k, v in self.tags.items() if k.startswith("metric.")}
 
+    @property
+    def incomplete(self) -> str:
+        """Why the version cannot be read as registered, in one line; "" when it is complete."""
+        request = self.tags.get("request_id", "<request>")
+        fix = (f"re-run request {request}'s registration (its registered_model asset, or `unlearn stage "
+               f"registered_model --request {request}`) to complete or replace it")
+        if self.tags.get(REGISTRATION_TAG) != COMPLETE:
+            return (f"models:/{self.name}/{self.version} is incomplete: it has no {REGISTRATION_TAG}={COMPLETE} tag "
+                    f"(its registration stopped part-way, or predates the tag); {fix}")
+        expected = self.tags.get(METRIC_COUNT_TAG)
+        if expected != str(len(self.metrics)):
+            return (f"models:/{self.name}/{self.version} is incomplete: it holds {len(self.metrics)} of its "
+                    f"{expected} metric tags; {fix}")
+        return ""
+
 
 def _version_info(version) -> VersionInfo:
     return VersionInfo(version.name, str(version.version), version.run_id, dict(version.tags or {}),
                        tuple(version.aliases or ()))
 
 
+def registration_record(root: Path, info: VersionInfo, dst: Path) -> str | None:
+    """The text of the version's registration record (JSON; tag RECORD_SHA_TAG holds its SHA-256) from its
+    run; None when the run holds none (a version registered before records existed)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return download_run_file(root, info.run_id, RECORD_FILE, dst).read_text()
+    except (MlflowException, OSError):
+        return None
+
+
+def complete_registration(root: Path, info: VersionInfo) -> VersionInfo | None:
+    """Finish a version whose registration was interrupted: every tag its run's record names (set again
+    where missing or different), the record's hash, then `registration=complete`. None when the run holds
+    no record: the version cannot be completed, register a new one instead."""
+    with tempfile.TemporaryDirectory(prefix="unlearn-registration-") as tmp:
+        record = registration_record(root, info, Path(tmp))
+    if record is None:
+        return None
+    wanted = {**json.loads(record)["tags"], RECORD_SHA_TAG: sha256_text(record)}
+    set_version_tags(root, info.name, info.version, {k: v for k, v in wanted.items() if info.tags.get(k) != v})
+    set_version_tags(root, info.name, info.version, {REGISTRATION_TAG: COMPLETE})  # last, as at registration
+    return resolve_version(root, f"models:/{info.name}/{info.version}")
+
+
 def resolve_version(root: Path, uri: str) -> VersionInfo:
-    """`models:/<name>@<alias>` or `models:/<name>/<version>` in this root's registry, with its tags."""
+    """`models:/<name>@<alias>` or `models:/<name>/<version>` in this root's registry, with its tags.
+
+    An alias never resolves to an incomplete version (IncompleteVersion); a version number does, so it can
+    be inspected and completed."""
     reference = uri.removeprefix("models:/")
     client = _client(root)
     if "@" in reference:
         name, alias = reference.split("@", 1)
-        version = client.get_model_version_by_alias(name, alias)
-    elif "/" in reference:
+        return require_complete(_version_info(client.get_model_version_by_alias(name, alias)))
+    if "/" in reference:
         name, number = reference.split("/", 1)
-        version = client.get_model_version(name, number)
-    else:
-        raise ValueError(f"{uri}: expected models:/<name>@<alias> or models:/<name>/<version>")
-    return _version_info(version)
+        return _version_info(client.get_model_version(name, number))
+    raise ValueError(f"{uri}: expected models:/<name>@<alias> or models:/<name>/<version>")
+
+
+def require_complete(info: VersionInfo) -> VersionInfo:
+    """`info` if its registration finished; IncompleteVersion with the one-line reason otherwise."""
+    if info.incomplete:
+        raise IncompleteVersion(info.incomplete)
+    return info
 
 
 def find_version(root: Path, name: str, tag: str, value: str) -> VersionInfo | None:
-    """The newest version of `name` whose tag `tag` equals `value`; None if none does (or no such model)."""
+    """The newest version of `name` whose tag `tag` equals `value`, complete or not (its `incomplete` says);
+    None if none does (or no such model)."""
     client = _client(root)
     if not client.search_registered_models(f"name='{name}'"):
         return None
