@@ -22,15 +22,19 @@ from dagster_project.core.layout import Layout, load_params
 from dagster_project.defs.resources import PipelineResource
 from dagster_project.defs.sensors import new_request_files
 
-GOOD = {"forget_quality": 0.3, "utility_ratio": 0.97, "forget_gibberish_rate": 0.1, "forget_refusal_rate": 0.0}
+GOOD = {"forget_quality": 0.3, "utility_ratio": 0.97, "retain_fact_ratio": 0.98, "forget_gibberish_rate": 0.1,
+        "forget_refusal_rate": 0.0}
 
 
 def test_each_gate_passes_at_its_bound_and_fails_beyond_it() -> None:
     gates = Gates()
     assert all(r.passed for r in check_gates(gates, GOOD))
-    at_bounds = {"forget_quality": 0.05, "utility_ratio": 0.95, "forget_gibberish_rate": 0.25, "forget_refusal_rate": 1.0}
+    at_bounds = {"forget_quality": 0.05, "utility_ratio": 0.95, "retain_fact_ratio": 0.9, "forget_gibberish_rate": 0.25,
+                 "forget_refusal_rate": 1.0}
     assert all(r.passed for r in check_gates(gates, at_bounds))
-    for key, bad in (("forget_quality", 0.049), ("utility_ratio", 0.9), ("forget_gibberish_rate", 0.3)):
+    # the locality gate: utility kept (0.96x) while the retained people's facts are lost (0.57 -> 0.13)
+    for key, bad in (("forget_quality", 0.049), ("utility_ratio", 0.9), ("forget_gibberish_rate", 0.3),
+                     ("retain_fact_ratio", 0.13 / 0.57)):
         failed = [r for r in check_gates(gates, {**GOOD, key: bad}) if not r.passed]
         assert len(failed) == 1 and failed[0].value == bad and key in failed[0].detail
     with pytest.raises(KeyError, match="utility_ratio"):

@@ -529,7 +529,7 @@ def run_knowledge_probes(layout: Layout, params: dict[str, Any]) -> dict[str, An
 
 def evaluate_for_request(layout: Layout, params: dict[str, Any], model_dir: Path, use_cache: bool = True) -> dict[str, float]:
     """Any model's metrics on `layout`'s request, exactly as the evaluation stage reports the unlearned model
-    (against that request's target and retain models), plus `utility_ratio` to the target's utility.
+    (against that request's target and retain models), plus `utility_ratio` and `retain_fact_ratio` to the target's.
 
     What promotion gates, compliance runs and audits re-check: a champion re-evaluated on a request it was
     promoted for reproduces that request's numbers (deterministic on CPU)."""
@@ -540,7 +540,7 @@ def request_report(layout: Layout, params: dict[str, Any], model_dir: Path, use_
     """The evaluation report of `model_dir` as the request's unlearned model: the documents report on the user's
     own data; on the embedded corpus TOFU's (against the target and retain models), with general-knowledge
     probes where the request has them."""
-    from dagster_project.core.eval.compare import utility_ratio
+    from dagster_project.core.eval.compare import ratios_to_target
     from dagster_project.core.eval.documents import add_probe_metrics
     from dagster_project.core.eval.report import build_report
 
@@ -557,7 +557,7 @@ def request_report(layout: Layout, params: dict[str, Any], model_dir: Path, use_
                                                                        use_cache=use_cache or role != "unlearned")
                                            for role, path in models.items()})
     unlearned = report["models"]["unlearned"]["metrics"]
-    unlearned["utility_ratio"] = utility_ratio(unlearned["model_utility"], report["models"]["target"]["metrics"]["model_utility"])
+    unlearned.update(ratios_to_target(unlearned, report["models"]["target"]["metrics"]))
     return report
 
 

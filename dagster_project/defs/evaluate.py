@@ -14,8 +14,8 @@ from dagster_project.defs.validation import check_result
 TABLE_METRICS = ("forget_quality", "model_utility", "forget_rouge", "forget_fact_accuracy", "forget_prob",
                  "forget_truth_ratio", "forget_gibberish_rate", "forget_refusal_rate", "mia_loss_auc", "mia_min_k_auc",
                  "priv_leak", "verbmem_rouge", "forget_extraction_strength", "relearn_rouge_after", "retain_rouge",
-                 "retain_fact_accuracy", "retain_prob", "real_world_rouge", "real_world_prob", "world_rouge",
-                 "general_probe_top1", "general_knowledge_ratio")
+                 "retain_fact_accuracy", "retain_fact_ratio", "retain_prob", "real_world_rouge", "real_world_prob",
+                 "world_rouge", "general_probe_top1", "general_knowledge_ratio")
 DOCUMENT_TABLE_METRICS = ("forget_probe_top1", "probe_chance", "forget_probe_containment", "paraphrase_probe_top1",
                           "retain_probe_top1", "hard_positive_probe_top1", "utility_probe_top1", "general_probe_top1",
                           "model_utility", "utility_ratio", "hard_positive_probe_ratio", "general_knowledge_ratio",

@@ -5,7 +5,8 @@
     promoted = all(r.passed for r in results)
 
 A candidate must forget (forget quality, TOFU's KS-test p-value against the retain model), stay useful
-(model utility as a fraction of the target's), answer sensibly (gibberish and refusal rate bounds) and
+(model utility as a fraction of the target's) and local (the retained people's fact accuracy as a fraction of
+the target's: NPO on the real tier keeps 0.96x utility while that accuracy falls from 0.57 to 0.13), answer sensibly (gibberish and refusal rate bounds) and
 keep every earlier request still in force forgotten: on each such request's forget set its answers may
 not recall more than they did when that request was promoted (`regression_tolerance`, absolute).
 
@@ -31,6 +32,7 @@ RECALL_METRICS = ("forget_rouge", "forget_fact_accuracy", "forget_paraphrase_rou
 class Gates:
     forget_quality_min: float = 0.05  # TOFU reads p > 0.05 as "indistinguishable from the retain model"
     utility_ratio_min: float = 0.95  # model utility / the target model's
+    retain_fact_ratio_min: float = 0.9  # retained people's fact accuracy / the target's: locality, which utility misses
     gibberish_rate_max: float = 0.25  # share of forget answers that are word salad (forgetting by breaking)
     refusal_rate_max: float = 1.0  # share of forget answers that refuse; 1.0 = no bound (SNAP refuses by design)
     regression_tolerance: float = 0.05  # how much more an earlier forget set may be recalled (absolute)
@@ -72,7 +74,8 @@ def check_gates(gates: Gates, metrics: dict[str, float],
                   ("hard_positive_ratio", "hard_positive_probe_ratio", gates.hard_positive_ratio_min, True)]
     else:
         bounds = [("forget_quality", "forget_quality", gates.forget_quality_min, True),
-                  ("utility_ratio", "utility_ratio", gates.utility_ratio_min, True)]
+                  ("utility_ratio", "utility_ratio", gates.utility_ratio_min, True),
+                  ("retain_fact_ratio", "retain_fact_ratio", gates.retain_fact_ratio_min, True)]
     bounds += [("gibberish_rate", "forget_gibberish_rate", gates.gibberish_rate_max, False),
                ("refusal_rate", "forget_refusal_rate", gates.refusal_rate_max, False)]
     if "general_knowledge_ratio" in metrics:

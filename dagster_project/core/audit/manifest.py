@@ -61,7 +61,7 @@ def gates_table(gates: list[GateResult]) -> str:
     return f"| gate | result | detail |\n|---|---|---|\n{rows}"
 
 
-CARD_METRICS = ("forget_quality", "model_utility", "utility_ratio", "forget_rouge", "forget_fact_accuracy",
+CARD_METRICS = ("forget_quality", "model_utility", "utility_ratio", "retain_fact_ratio", "forget_rouge", "forget_fact_accuracy",
                 "forget_gibberish_rate", "forget_refusal_rate", "relearn_rouge_after", "mia_min_k_auc",
                 "general_knowledge_ratio")
 DOCUMENT_CARD_METRICS = ("forget_probe_top1", "probe_chance", "paraphrase_probe_top1", "forget_probe_containment",

@@ -73,6 +73,15 @@ def utility_ratio(utility: float, target_utility: float) -> float:
     return utility / target_utility if target_utility > 0 else float("nan")
 
 
+def ratios_to_target(metrics: dict[str, float], target: dict[str, float]) -> dict[str, float]:
+    """A candidate's locality as shares of the target's: `utility_ratio` (model utility) and `retain_fact_ratio`
+    (fact accuracy on the retained people: utility alone hides a model that keeps fluency but loses them)."""
+    target_facts = target["retain_fact_accuracy"]
+    return {"utility_ratio": utility_ratio(metrics["model_utility"], target["model_utility"]),
+            # a target that recalls none of those facts has none to lose (a micro test model): 1.0, not NaN
+            "retain_fact_ratio": metrics["retain_fact_accuracy"] / target_facts if target_facts > 0 else 1.0}
+
+
 def _stats(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (ddof 1; 0 for one value); NaN in, NaN out."""
     array = np.asarray(values, dtype=float)
@@ -207,7 +216,7 @@ def evaluate_candidate(model_dir: Path, eval_sets: dict, reference: dict[str, di
                          eval_params["relearn_steps"], eval_params["seed"])
     models = build_report(eval_sets, {**reference, "candidate": scores})["models"]
     metrics = models["candidate"]["metrics"]
-    metrics["utility_ratio"] = utility_ratio(metrics["model_utility"], models["target"]["metrics"]["model_utility"])
+    metrics.update(ratios_to_target(metrics, models["target"]["metrics"]))
     return metrics, scores["forget"]["generation"][0]
 
 
