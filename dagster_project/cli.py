@@ -78,7 +78,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         for v in model["versions"]:
             fq, mu = v["metrics"].get("forget_quality"), v["metrics"].get("model_utility")
             print(f"  v{v['version']:<3} {','.join(v['aliases']) or '-':<20} request={v['request_id']}  "
-                  f"forget_quality={fq if fq is None else f'{fq:.3g}'}  model_utility={mu if mu is None else f'{mu:.3g}'}")
+                  f"forget_quality={fq if fq is None else f'{fq:.3g}'}  model_utility={mu if mu is None else f'{mu:.3g}'}"
+                  + (f"\n       INCOMPLETE: {v['incomplete']}" if v["incomplete"] else ""))
     return 0
 
 

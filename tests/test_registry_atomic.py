@@ -120,8 +120,10 @@ def test_a_kill_inside_registration_leaves_no_usable_version_and_a_rerun_complet
     assert dict(client.get_registered_model(MODEL).aliases) == {}  # nothing points at it
     capsys.readouterr()
 
-    # every reader refuses it with one line naming the version and the fix
+    # every reader refuses it with one line naming the version and the fix; `unlearn status` flags it
     reason = f"models:/{MODEL}/1 is incomplete: it has no registration=complete tag"
+    assert cli_main([*cli, "status"]) == 0
+    assert f"INCOMPLETE: {reason}" in capsys.readouterr().out
     assert cli_main([*cli, "promote", MODEL, "1"]) == 2
     refused = capsys.readouterr().err
     assert reason in refused and refused.count("\n") == 1

@@ -376,6 +376,7 @@ def registry_status(root: Path) -> dict:
             tags = dict(version.tags or {})
             versions.append({
                 "version": str(version.version),
+                "incomplete": _version_info(version).incomplete,  # "" when its registration finished
                 "aliases": sorted(a for a, v in aliases.items() if v == str(version.version)),
                 "run_id": version.run_id,
                 "request_id": tags.get("request_id"),
