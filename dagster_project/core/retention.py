@@ -12,14 +12,13 @@ manifest and dvc.lock, whose md5s still prove what was there. The purge record l
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from dagster_project.core.data.io import md5_file, write_json
+from dagster_project.core.data.io import md5_file, read_json, write_json
 from dagster_project.core.data.request import REQUEST_SUFFIXES
 from dagster_project.core.layout import Layout
 
@@ -46,7 +45,7 @@ def purge_record_path(root: Path, request_id: str) -> Path:
 def purge_record(root: Path, request_id: str) -> dict[str, Any] | None:
     """What `purge` removed for the request (md5s, when), or None if it was never purged."""
     path = purge_record_path(root, request_id)
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json(path) if path.is_file() else None
 
 
 def clear_personal_caches(layout: Layout) -> int:
@@ -82,9 +81,9 @@ def purge(layout: Layout, dry_run: bool = False) -> PurgeReport:
             label = f"{layout.rel(path)}/document #{index}" if path == documents else layout.rel(file)
             report.files[label] = md5_file(file) if file.is_file() else "symlink"
     removed = {layout.rel(p) for p in paths}
-    report.outputs = {path: md5 for outs in dvc.all_locked_outs(layout.root).values()
-                      for path, md5 in outs.items() if path in removed}
-    objects = _unshared_objects(layout.root, removed)
+    locked = dvc.all_locked_outs(layout.root)
+    report.outputs = {path: md5 for outs in locked.values() for path, md5 in outs.items() if path in removed}
+    objects = _unshared_objects(layout.root, locked, removed)
     report.kept = [layout.rel(p) for p in (layout.unlearned_dir, layout.eval_dir, layout.cleaned_dir,
                                            layout.registry_record, layout.audit_dir) if p.exists()]
     if dry_run:
@@ -95,9 +94,8 @@ def purge(layout: Layout, dry_run: bool = False) -> PurgeReport:
             shutil.rmtree(path)
         else:
             path.unlink()
-    cache = layout.root / ".dvc" / "cache" / "files" / "md5"
     for md5 in objects:
-        obj = cache / md5[:2] / md5[2:]
+        obj = dvc.cache_object(layout.root, md5)
         if obj.exists():
             obj.chmod(0o644)
             obj.unlink()
@@ -108,21 +106,19 @@ def purge(layout: Layout, dry_run: bool = False) -> PurgeReport:
     return report
 
 
-def _unshared_objects(root: Path, removed: set[str]) -> list[str]:
-    """md5s of the DVC objects behind the removed outputs that no other output of dvc.lock references (identical
-    content, such as an empty file, is one object shared by every stage that wrote it)."""
-    from dagster_project.core.tracking.dvc import all_locked_outs
-
-    cache = root / ".dvc" / "cache" / "files" / "md5"
+def _unshared_objects(root: Path, locked: dict[str, dict[str, str]], removed: set[str]) -> list[str]:
+    """md5s of the DVC objects behind the removed outputs that no other output of dvc.lock (`locked`) references
+    (identical content, such as an empty file, is one object shared by every stage that wrote it)."""
+    from dagster_project.core.tracking.dvc import cache_object, object_listing
 
     def objects(md5: str) -> set[str]:
         found = {md5}
-        if md5.endswith(".dir") and (cache / md5[:2] / md5[2:]).is_file():
-            found |= {entry["md5"] for entry in json.loads((cache / md5[:2] / md5[2:]).read_text())}
+        if md5.endswith(".dir") and cache_object(root, md5).is_file():
+            found |= set(object_listing(root, md5).values())
         return found
 
     mine, others = set(), set()
-    for outs in all_locked_outs(root).values():
+    for outs in locked.values():
         for path, md5 in outs.items():
             (mine if path in removed else others).update(objects(md5))
     return sorted(mine - others)

@@ -27,7 +27,8 @@ from typing import Any, BinaryIO
 
 from dagster_project.core.audit.compute import compute_differences, run_pinned
 from dagster_project.core.audit.gates import GateResult
-from dagster_project.core.data.io import md5_file, sha256_text
+from dagster_project.core.data.io import folder_md5s, md5_file, sha256_text
+from dagster_project.core.tracking.dvc import cache_object, object_listing
 
 MANIFEST_FORMAT = "unlearn-audit/1"
 MANIFEST_FILE, CARD_FILE = "audit_manifest.json", "model_card.md"
@@ -141,11 +142,6 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-def cache_object(root: Path, md5: str) -> Path:
-    digest = md5.removesuffix(".dir")
-    return root / ".dvc" / "cache" / "files" / "md5" / digest[:2] / (digest[2:] + (".dir" if md5.endswith(".dir") else ""))
-
-
 def open_cached(root: Path, md5: str) -> BinaryIO | None:
     """DVC object `md5` from the cache of `root`, opened; None when the cache lacks it."""
     path = cache_object(root, md5)
@@ -178,7 +174,7 @@ def cached_listing(root: Path, md5: str) -> dict[str, str] | None:
     path = cache_object(root, md5)
     if not path.is_file() or md5_file(path) != md5.removesuffix(".dir"):
         return None
-    return {entry["relpath"]: entry["md5"] for entry in json.loads(path.read_text())}
+    return object_listing(root, md5)
 
 
 def workspace_problems(root: Path, path: Path, md5: str) -> list[str]:
@@ -187,7 +183,7 @@ def workspace_problems(root: Path, path: Path, md5: str) -> list[str]:
         digest = md5_file(path) if path.is_file() else "a folder"
         return [] if digest == md5 else [f"{path.name} hashes to {digest}, the version's is {md5}"]
     expected = cached_listing(root, md5) or {}
-    found = {p.relative_to(path).as_posix(): md5_file(p) for p in sorted(path.rglob("*")) if p.is_file()}
+    found = folder_md5s(path)
     return ([f"{rel} hashes to {found[rel]}, the version's is {want}" for rel, want in expected.items()
              if rel in found and found[rel] != want]
             + [f"{rel} is missing" for rel in expected if rel not in found]
@@ -245,7 +241,7 @@ def check_registration(root: Path, info: Any, work: Path, report: VerifyReport) 
     run_dir = work / "run"
     for folder in sorted({path.split("/", 1)[0] for path in record["artifacts"]}):
         registry.download_run_file(root, info.run_id, folder, run_dir)
-    held = {p.relative_to(run_dir).as_posix(): md5_file(p) for p in sorted(run_dir.rglob("*")) if p.is_file()}
+    held = folder_md5s(run_dir)
     failures = {path: f"hashes to {held[path]}, registered {md5}" if path in held else "missing from the run"
                 for path, md5 in record["artifacts"].items() if held.get(path) != md5}
     failures |= {path: "in the run, not in the registration record" for path in held if path not in record["artifacts"]}
@@ -350,7 +346,7 @@ def verify(root: Path, uri: str, rerun: bool = True) -> VerifyReport:
         check_dvc_copies(root, manifest, report)
         model_dir = registry.download_model_version(root, f"models:/{info.name}/{info.version}", work / "registered",
                                                     rebase=False)
-        mlflow_md5 = {p.relative_to(model_dir).as_posix(): md5_file(p) for p in model_dir.rglob("*") if p.is_file()}
+        mlflow_md5 = folder_md5s(model_dir)
         dvc_entries = cached_listing(root, manifest["artifacts"]["unlearned_adapter"]) or {}
         report.add("MLflow model artifact is the DVC-versioned adapter byte for byte", mlflow_md5 == dvc_entries,
                    f"{len(dvc_entries)} files")

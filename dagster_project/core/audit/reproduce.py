@@ -29,10 +29,10 @@ from dagster_project.core.audit.manifest import (
     METRIC_TOLERANCE,
     VerifyReport,
     add_compute_check,
-    cache_object,
     fetch_manifest,
     metric_difference,
 )
+from dagster_project.core.tracking.dvc import cache_object, object_listing
 
 
 def reproduce(root: Path, uri: str, write_dvc_yaml: Callable[[Path, dict[str, Any]], Any]) -> VerifyReport:
@@ -118,6 +118,5 @@ def _differing_files(root: Path, recorded: str, store: Path, rebuilt: str) -> st
     """Which files of a folder artifact differ between the version (`root`'s DVC cache) and the rebuild."""
     if not (recorded.endswith(".dir") and rebuilt.endswith(".dir")) or not cache_object(root, recorded).is_file():
         return "not comparable file by file"
-    listing = {e["relpath"]: e["md5"] for e in json.loads(cache_object(root, recorded).read_text())}
-    again = {e["relpath"]: e["md5"] for e in json.loads(cache_object(store, rebuilt).read_text())}
+    listing, again = object_listing(root, recorded), object_listing(store, rebuilt)
     return "differing files: " + ", ".join(sorted(f for f in listing.keys() | again.keys() if listing.get(f) != again.get(f)))

@@ -63,6 +63,11 @@ def md5_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def folder_md5s(folder: Path) -> dict[str, str]:
+    """{path relative to `folder` (POSIX): md5} of every file under it, in path order."""
+    return {p.relative_to(folder).as_posix(): md5_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def weights_md5(model_dir: Path) -> list[str]:
     """md5 of each weight file (*.safetensors) of a model folder, in name order: a model's identity in cache keys."""
     return [md5_file(p) for p in sorted(model_dir.glob("*.safetensors"))]

@@ -290,6 +290,7 @@ def check_request(request: ForgetRequest, params: dict[str, Any], corpus_dir: Pa
     suits the data, its hyper-parameters (params.yaml's defaults merged) are known, typed and in bounds, and, given
     the embedded corpus's folder once it is built, its subjects are people the model was trained on and not all
     of them (something must be left to keep); given the requests folder, that its attached documents parse."""
+    from dagster_project.core.layout import uses_sources  # here: layout imports this module
     from dagster_project.core.methods.registry import available_methods, get_method
     from dagster_project.core.reveal.release import OBJECTIVES, release_config
 
@@ -306,20 +307,20 @@ def check_request(request: ForgetRequest, params: dict[str, Any], corpus_dir: Pa
         build(unlearning_hyperparameters(request, params))
     except ValueError as exc:
         raise RequestError(f"{label}: {exc}") from None
-    uses_sources = bool(params.get("sources"))
-    if uses_sources and request.split is not None:
+    own_sources = uses_sources(params)
+    if own_sources and request.split is not None:
         raise RequestError(f"{label}: field 'split' names the embedded corpus's people, and this root serves its own "
                            f"sources: name the subjects, records or documents to forget")
-    if uses_sources and request.forget_data == "given" and request.method in QA_ONLY_METHODS:
+    if own_sources and request.forget_data == "given" and request.method in QA_ONLY_METHODS:
         raise RequestError(f"{label}: field 'method': {request.method} trains on the embedded corpus's questions; on "
                            f"your own documents use npo, simnpo, graddiff, gradascent or rmu (or forget_data: reveal, "
                            f"whose release rounds take {', '.join(OBJECTIVES)})")
-    if not uses_sources and (request.records is not None or request.documents is not None):
+    if not own_sources and (request.records is not None or request.documents is not None):
         raise RequestError(f"{label}: fields 'records' and 'documents' need the user's own data: declare `sources:` "
                            f"in params.yaml")
-    if not uses_sources and corpus_dir is not None and (corpus_dir / "splits.json").is_file():
+    if not own_sources and corpus_dir is not None and (corpus_dir / "splits.json").is_file():
         _check_corpus_subjects(request, corpus_dir)
-    if uses_sources and request.documents and requests_dir is not None:
+    if own_sources and request.documents and requests_dir is not None:
         from dagster_project.core.collection.collect import CollectionConfig
         from dagster_project.core.own_data import document_records
 
@@ -331,12 +332,15 @@ def check_request(request: ForgetRequest, params: dict[str, Any], corpus_dir: Pa
 
 
 def _check_corpus_subjects(request: ForgetRequest, corpus_dir: Path) -> None:
-    from dagster_project.core.data.corpus import load_corpus
+    from dagster_project.core.data.corpus import PEOPLE_FILE, SPLITS_FILE
     from dagster_project.core.data.datasets import resolve_subjects, trained_person_ids
+    from dagster_project.core.data.io import read_json, read_jsonl
 
-    corpus = load_corpus(corpus_dir)
-    forget = set(resolve_subjects(request, corpus.people, corpus.splits))  # a RequestError names each bad subject
-    if forget >= trained_person_ids(corpus.splits):
+    # people and splits only: the sensor and every stage's dvc.yaml refresh check each request file, and the
+    # corpus's QA (most of its bytes) says nothing about who may be forgotten
+    people, splits = read_jsonl(corpus_dir / PEOPLE_FILE), read_json(corpus_dir / SPLITS_FILE)
+    forget = set(resolve_subjects(request, people, splits))  # a RequestError names each bad subject
+    if forget >= trained_person_ids(splits):
         raise RequestError(f"request {request.id}: it forgets all {len(forget)} people the model was trained on; "
                            f"nothing would be left to keep (and no retain set to measure utility on)")
 

@@ -67,12 +67,12 @@ def config_from_hyperparameters(config_cls: type[T], hyperparameters: dict[str, 
     fields = {f.name: f for f in dataclasses.fields(config_cls)}
     for position, name in enumerate(hyperparameters, 1):
         if name not in fields:
-            close = difflib.get_close_matches(str(name), list(fields), n=1, cutoff=0.6)
-            hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(sorted(fields))}"
+            allowed = f"allowed: {', '.join(sorted(fields))}"
             if section != "hyperparameters":  # a params.yaml section: the operator's own words, safe to name
-                raise ValueError(f"{section}.{name}: unknown for {config_cls.__name__}; allowed: "
-                                 f"{', '.join(sorted(fields))}")
+                raise ValueError(f"{section}.{name}: unknown for {config_cls.__name__}; {allowed}")
             # a request's keys are free text (a name, even): named by position
+            close = difflib.get_close_matches(str(name), list(fields), n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'?" if close else allowed
             raise ValueError(f"{section}: key #{position} is not a setting of {config_cls.__name__} ({hint})")
     values: dict[str, Any] = {}
     for name, value in hyperparameters.items():

@@ -8,6 +8,7 @@ clean and the md5 DVC records is the one we put in Dagster metadata and MLflow t
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import chdir, contextmanager
@@ -93,17 +94,37 @@ def fetch(root: Path) -> int:
         return repo.fetch()
 
 
+def cache_object(root: Path, md5: str) -> Path:
+    """Where DVC's cache of `root` keeps object `md5` (`<md5>.dir` for a folder's listing)."""
+    digest = md5.removesuffix(".dir")
+    return root / ".dvc" / "cache" / "files" / "md5" / digest[:2] / (digest[2:] + (".dir" if md5.endswith(".dir") else ""))
+
+
+def object_listing(root: Path, md5: str) -> dict[str, str]:
+    """{relative path: md5} of the folder object `md5` as the cache holds its listing (not re-hashed)."""
+    return {entry["relpath"]: entry["md5"] for entry in json.loads(cache_object(root, md5).read_text())}
+
+
+@contextmanager
+def _remote_odb(root: Path, command: str) -> Iterator:
+    """DVC's object store of the default remote (a local folder, S3, ...), or None when none is configured."""
+    from dvc.config import NoRemoteError
+
+    with _repo(root) as repo:
+        try:
+            odb = repo.cloud.get_remote_odb(command=command)
+        except NoRemoteError:
+            odb = None
+        yield odb
+
+
 @contextmanager
 def remote_objects(root: Path) -> Iterator[Callable[[str], BinaryIO | None] | None]:
     """An opener of DVC objects by md5 (`<md5>.dir` for a folder's listing) in the default remote, through
     DVC's own filesystem for it (a local folder, S3, ...): a binary file, or None when the remote lacks it.
     Yields None when no default remote is configured."""
-    from dvc.config import NoRemoteError
-
-    with _repo(root) as repo:
-        try:
-            odb = repo.cloud.get_remote_odb(command="audit verify")
-        except NoRemoteError:
+    with _remote_odb(root, "audit verify") as odb:
+        if odb is None:
             yield None
             return
 
@@ -123,15 +144,9 @@ def remove_remote_objects(root: Path, md5s: list[str]) -> int:
     """Delete these objects from the default DVC remote, through DVC's filesystem for it; returns how many there
     were. `dvc gc --cloud` would remove every object the workspace no longer references, far more than one
     request's: DVC has no command for chosen objects, hence this loop over its own object store."""
-    from dvc.config import NoRemoteError
-
     removed = 0
-    with _repo(root) as repo:
-        try:
-            odb = repo.cloud.get_remote_odb(command="request purge")
-        except NoRemoteError:
-            return 0
-        for md5 in md5s:
+    with _remote_odb(root, "request purge") as odb:
+        for md5 in md5s if odb is not None else []:
             path = odb.oid_to_path(md5)
             if odb.fs.exists(path):
                 odb.fs.rm(path)

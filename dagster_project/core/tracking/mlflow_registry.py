@@ -17,7 +17,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from dagster_project.core.data.io import md5_file, sha256_text
+from dagster_project.core.data.io import folder_md5s, sha256_text
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -155,8 +155,8 @@ def log_run(
 
 def artifact_md5s(artifact_dirs: dict[str, Path]) -> dict[str, str]:
     """{artifact path in the run: md5} of every file `log_artifacts` logs from `artifact_dirs`."""
-    return {f"{name}/{path.relative_to(folder).as_posix()}": md5_file(path)
-            for name, folder in sorted(artifact_dirs.items()) for path in sorted(folder.rglob("*")) if path.is_file()}
+    return {f"{name}/{path}": md5 for name, folder in sorted(artifact_dirs.items())
+            for path, md5 in folder_md5s(folder).items()}
 
 
 def register_candidate(
