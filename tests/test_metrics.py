@@ -1,4 +1,4 @@
-"""Pure metric functions on hand-computed inputs (METHODS.md §5)."""
+"""Pure metric functions on hand-computed inputs (as open-unlearning computes them)."""
 
 from __future__ import annotations
 

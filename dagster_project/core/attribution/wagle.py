@@ -1,4 +1,4 @@
-"""WAGLE weight attribution: which weights an unlearning run may change (METHODS.md §4).
+"""WAGLE weight attribution: which weights an unlearning run may change (arXiv 2410.17509).
 
     g_f = Σ ∇θ NLL(D_f),  g_r = Σ ∇θ NLL(D_r)          one pass at the original model θ₀
     S   = −|(θ − g_r/μ) ⊙ g_f|                          per weight
@@ -87,7 +87,7 @@ def attribution_scores(
 ) -> dict[str, torch.Tensor]:
     """S = −|(θ − g_r/μ) ⊙ g_f| per weight, float32, for every parameter named in `g_forget`.
 
-    μ stands for a diagonal Hessian (METHODS.md §4; 1e-6 in the reference configs). Scores are ≤ 0; the
+    μ stands for a diagonal Hessian (WAGLE, arXiv 2410.17509; 1e-6 in its reference configs). Scores are ≤ 0; the
     mask ranks their magnitude. Float32 even for a bf16 model: bf16's 8-bit mantissa would tie most ranks.
     Drop `g_forget` and `g_retain` once the scores exist; only the scores feed `wagle_mask`.
     """

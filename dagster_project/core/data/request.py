@@ -153,7 +153,7 @@ DocumentName = Annotated[str, StringConstraints(pattern=DOCUMENT_NAME_PATTERN)]
 
 
 class WagleSpec(BaseModel):
-    """WAGLE weight attribution (METHODS.md §4) on top of the request's method: which weights may change."""
+    """WAGLE weight attribution (arXiv 2410.17509) on top of the request's method: which weights may change."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -182,7 +182,7 @@ class ForgetRequest(BaseModel):
     )
     wagle: WagleSpec | None = None
     # "reveal": no forget documents; the model reveals what it knows about the subjects and Reveal-and-Release
-    # unlearns that (METHODS.md §3); the subjects' corpus records serve only as the evaluation's ground truth
+    # unlearns that (arXiv 2509.14624); the subjects' corpus records serve only as the evaluation's ground truth
     forget_data: Literal["given", "reveal"] = "given"
 
     @field_validator("subjects")

@@ -1,4 +1,4 @@
-"""SNAP's training data: negative instructions, obliterated responses and hard positives (METHODS.md §2).
+"""SNAP's training data: negative instructions, obliterated responses and hard positives (SNAP, arXiv 2406.12329).
 
 * Negative instructions: many ways of asking about a forget subject `{s}` (direct and indirect
   questions, role-play, yes/no, fill-in-the-blank), so unlearning covers more than the few question

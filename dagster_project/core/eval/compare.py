@@ -4,9 +4,9 @@ and is judged against the same retain model; figures are mean ± std over seeds.
     .venv/bin/python bench/methods_table.py --seeds 0 1 2      # after `make demo`
 
 With ~100 forget items the forget-quality p-value swings by an order of magnitude from one run to
-the next, so a single seed proves nothing; and forget quality and utility alone can be gamed
-(METHODS.md §5), so every row also carries refusal and gibberish rates, the relearning attack and a
-sample forget answer.
+the next, so a single seed proves nothing; and forget quality and utility alone can be gamed (a known
+failure of unlearning metrics), so every row also carries refusal and gibberish rates, the relearning attack
+and a sample forget answer.
 """
 
 from __future__ import annotations

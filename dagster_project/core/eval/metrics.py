@@ -1,4 +1,4 @@
-"""Pure evaluation metrics (METHODS.md §5; TOFU / open-unlearning conventions).
+"""Pure evaluation metrics (TOFU / MUSE / open-unlearning conventions).
 
 Nothing here touches a model or torch: every function takes per-item quantities computed
 elsewhere (mean answer-token NLLs, generated strings) and returns one uniform

@@ -1,4 +1,4 @@
-"""Membership inference and memorisation scores from per-token statistics (METHODS.md §5).
+"""Membership inference and memorisation scores from per-token statistics (as open-unlearning computes them).
 
 Every function here is pure: it takes the per-token arrays `scoring.token_stats` produces, so it
 can be tested on hand-written numbers. MIA scores follow one convention: **higher means "looks

@@ -1,7 +1,7 @@
 """Response quality: refusals and degenerate (gibberish) answers.
 
 Forget quality and utility can be gamed by a model that answers forget questions with noise
-(METHODS.md §5), so every report also counts how answers fail. Both detectors are deliberately
+(a known failure of unlearning metrics), so every report also counts how answers fail. Both detectors are deliberately
 simple and documented, so their numbers can be re-derived by hand:
 
 * **refusal**: the answer contains a refusal phrase (case-insensitive) from `REFUSAL_PATTERNS`

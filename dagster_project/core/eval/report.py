@@ -3,7 +3,7 @@
     unlearn stage evaluation
 
 `score_model` runs a model (losses, token statistics, generations, the relearning attack) and is
-cached by content hash; `build_report` turns scores into metrics (METHODS.md §5) with pure functions,
+cached by content hash; `build_report` turns scores into metrics (as open-unlearning computes them) with pure functions,
 never touching a model. Metrics that need the retain model (a real request has none) are listed in
 `NEEDS_RETAIN_MODEL`; every other metric is retain-free evidence and is always reported.
 """
@@ -25,7 +25,7 @@ from dagster_project.core.eval.scoring import answer_losses, generate_answers, g
 from dagster_project.core.model.text import answer_text, format_prompt
 
 SETS = ("forget", "retain", "real_world", "world")
-UTILITY_SETS = ("retain", "real_world", "world")  # METHODS.md §5: 3 numbers on each
+UTILITY_SETS = ("retain", "real_world", "world")  # TOFU's model utility: 3 numbers on each
 MULTIPLE_CHOICE_SETS = ("real_world", "world")  # Prob normalised over the true and wrong options
 NEEDS_RETAIN_MODEL = ("forget_quality", "priv_leak")
 

@@ -1,6 +1,6 @@
 """Robustness beyond the anchors: does the forgotten knowledge come back after a little fine-tuning?
 
-Relearning attack (METHODS.md §5): fine-tune the unlearned model for a few steps on half of the
+Relearning attack: fine-tune the unlearned model for a few steps on half of the
 forget set (its training phrasings), then re-measure ROUGE-L recall and Prob on the *other* half
 (held-out phrasings). Knowledge that was only suppressed returns quickly; erased knowledge does not,
 because the attacked half shares no facts with the measured half.

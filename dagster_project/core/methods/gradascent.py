@@ -1,4 +1,4 @@
-"""GradAscent: plain gradient ascent on the forget set, nothing else (METHODS.md §1).
+"""GradAscent: plain gradient ascent on the forget set, nothing else (as in open-unlearning).
 
     L = −NLL(D_f)
 

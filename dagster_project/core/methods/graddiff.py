@@ -1,4 +1,4 @@
-"""GradDiff: gradient ascent on the forget set, descent on the retain set (METHODS.md §1).
+"""GradDiff: gradient ascent on the forget set, descent on the retain set (as in open-unlearning).
 
     L = −γ·NLL(D_f) + α·L_r,   L_r = NLL(D_r)  or  KL(p_θ₀ ‖ p_θ) on D_r
 

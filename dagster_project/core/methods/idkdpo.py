@@ -1,4 +1,4 @@
-"""IdkDPO: DPO that prefers an "I don't know" answer to the true forget answer (METHODS.md §1).
+"""IdkDPO: DPO that prefers an "I don't know" answer to the true forget answer (as in open-unlearning).
 
     m = [log π_θ(y_idk|x) − log π_θ₀(y_idk|x)] − [log π_θ(y_f|x) − log π_θ₀(y_f|x)]
     L = −(2/β)·mean log σ(β·m)  on D_f   +  α·L_r  on D_r

@@ -1,4 +1,4 @@
-"""IdkSFT: fine-tune the forget questions toward an "I don't know" answer (METHODS.md §1).
+"""IdkSFT: fine-tune the forget questions toward an "I don't know" answer (as in open-unlearning).
 
     L = γ·NLL(x_f, y_idk) + α·L_r,   L_r = NLL(D_r)  or  KL(p_θ₀ ‖ p_θ) on D_r
 

@@ -1,4 +1,4 @@
-"""NPO: negative preference optimisation against the frozen original model (METHODS.md §1).
+"""NPO: negative preference optimisation against the frozen original model (as in open-unlearning).
 
     L = −(2/β)·mean log σ(−β·[log π_θ(y|x) − log π_θ₀(y|x)])  on D_f   +  α·L_r  on D_r
 

@@ -1,4 +1,4 @@
-"""RMU: scramble one middle layer's hidden states on the forget set, pin them on the retain set (METHODS.md §1).
+"""RMU: scramble one middle layer's hidden states on the forget set, pin them on the retain set (as in open-unlearning).
 
     L = MSE(h_θ(x_f), c·u)  +  α·MSE(h_θ(x_r), h_θ₀(x_r))
 

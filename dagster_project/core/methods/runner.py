@@ -252,7 +252,7 @@ class UnlearningLoop:
                 average_gradients(self.trainable, self.world)
             self.logs = average_logs(self.logs, self.world, self.device)
         torch.nn.utils.clip_grad_norm_(self.trainable, self.config.max_grad_norm)
-        for param, elements in self.frozen:  # after clipping, before the step (METHODS.md §4): grad ⊙ mask
+        for param, elements in self.frozen:  # after clipping, before the step (WAGLE, arXiv 2410.17509): grad ⊙ mask
             if param.grad is not None:
                 param.grad.masked_fill_(elements, 0.0)  # zero, not × 0: a NaN/inf gradient cannot leak through
         self.optimiser.step()

@@ -1,4 +1,4 @@
-"""SimNPO: NPO without a reference model, on length-normalised log-probabilities (METHODS.md §1).
+"""SimNPO: NPO without a reference model, on length-normalised log-probabilities (as in open-unlearning).
 
     L = −(2/β)·mean log σ(−(β/|y|)·log π_θ(y|x) − δ)  on D_f   +  α·L_r  on D_r
 

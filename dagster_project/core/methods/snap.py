@@ -1,4 +1,4 @@
-"""SNAP: negative instructions, obliterated responses, hard positives and a Wasserstein pull to θ₀ (METHODS.md §2).
+"""SNAP: negative instructions, obliterated responses, hard positives, a Wasserstein pull to θ₀ (arXiv 2406.12329).
 
     L = γ·L_forget + η·NLL(hard positives) + α·NLL(retain) + λ·Σ SWD(W, W₀)
 

@@ -1,4 +1,4 @@
-"""Sliced Wasserstein-2 distance between a weight tensor and its original value (SNAP's regulariser, METHODS.md §2).
+"""Sliced Wasserstein-2 distance between a weight tensor and its original value (SNAP's regulariser, arXiv 2406.12329).
 
     SWD(W, W₀) = mean over K unit directions θ and rows i of (sort(W·θ)ᵢ − sort(W₀·θ)ᵢ)²
 

@@ -119,7 +119,7 @@ def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor,
 
 
 def sequence_nll(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean answer-token NLL per sequence, shape (batch,): the L̄(x, y) of METHODS.md."""
+    """Mean answer-token NLL per sequence, shape (batch,): the L̄(x, y) of the NPO/SimNPO papers."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     nll, mask = token_nll(logits, batch["labels"])
     return nll.sum(dim=1) / mask.sum(dim=1).clamp(min=1)

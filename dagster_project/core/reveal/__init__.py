@@ -1,1 +1,1 @@
-"""Reveal-and-Release (METHODS.md §3): the model reveals what it knows about a subject, then unlearns it."""
+"""Reveal-and-Release (arXiv 2509.14624): the model reveals what it knows about a subject, then unlearns it."""

@@ -1,4 +1,4 @@
-"""Arm selection for Reveal: NeuralUCB (METHODS.md §3) and the uniform-random and ε-greedy baselines.
+"""Arm selection for Reveal: NeuralUCB (arXiv 2509.14624) and the uniform-random and ε-greedy baselines.
 
 Every selector answers `select()` with an arm index and learns from `update(arm, reward)`.
 

@@ -1,4 +1,4 @@
-"""Release (METHODS.md §3, steps 3-4): unlearn what Reveal surfaced, in rounds, with two LoRA modules.
+"""Release (arXiv 2509.14624, steps 3-4): unlearn what Reveal surfaced, in rounds, with two LoRA modules.
 
 Each round adds a *forget* module trained on the round's revealed data (objective: NPO, gradient ascent or
 SNAP-style obliteration) and a *retain* module trained on retain data, both active in every forward pass,
